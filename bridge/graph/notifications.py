@@ -1,0 +1,144 @@
+"""Graph's notification collection: strict models for what arrives at our URLs.
+
+Strict where a wrong type means the body is not from Graph (ids and secrets must be
+strings, timestamps must be ISO 8601 strings with an offset), tolerant where Graph may
+grow (extra fields, new `changeType` and `lifecycleEvent` values, a missing `id`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+CHANGE_TYPES = frozenset({"created", "updated", "deleted"})
+LIFECYCLE_EVENTS = frozenset(
+    {"reauthorizationRequired", "subscriptionRemoved", "missed"}
+)
+
+_MAX_ERRORS_SHOWN = 5
+
+
+def _iso_string(value: object) -> object:
+    # Lax pydantic would take a number as a Unix time; Graph only sends ISO strings.
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string with a UTC offset")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ResourceData(_Model):
+    id: StrictStr | None = None
+    etag: StrictStr | None = Field(None, alias="@odata.etag", max_length=255)
+
+
+class Notification(_Model):
+    """One item of a collection: a change notification or a lifecycle notification."""
+
+    # Lengths match the inbox's columns (Graph's ids are GUIDs, its values short).
+    subscription_id: StrictStr = Field(
+        alias="subscriptionId", min_length=1, max_length=64
+    )
+    subscription_expires_at: Timestamp | None = Field(
+        None, alias="subscriptionExpirationDateTime"
+    )
+    change_type: StrictStr | None = Field(None, alias="changeType", max_length=64)
+    lifecycle_event: StrictStr | None = Field(
+        None, alias="lifecycleEvent", max_length=64
+    )
+    resource: StrictStr | None = None
+    resource_data: ResourceData | None = Field(None, alias="resourceData")
+    client_state: StrictStr | None = Field(None, alias="clientState")
+    tenant_id: StrictStr | None = Field(None, alias="tenantId", max_length=64)
+
+    @model_validator(mode="after")
+    def _has_a_kind(self) -> Notification:
+        if self.change_type is None and self.lifecycle_event is None:
+            raise ValueError("has neither changeType nor lifecycleEvent")
+        return self
+
+    @property
+    def is_lifecycle(self) -> bool:
+        # Graph never sends both; if it did, the lifecycle meaning is the stronger one.
+        return self.lifecycle_event is not None
+
+    @property
+    def resource_id(self) -> str | None:
+        """The changed item's id: the same whichever path form `resource` takes."""
+        if self.resource_data is not None and self.resource_data.id is not None:
+            return self.resource_data.id
+        return self.resource
+
+    @property
+    def etag(self) -> str | None:
+        return self.resource_data.etag if self.resource_data is not None else None
+
+
+class Collection(_Model):
+    value: list[Notification]
+
+
+class NotACollection(ValueError):
+    """The body is not a Graph notification collection; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A parsed item with its exact JSON text, kept for the inbox and for replay."""
+
+    notification: Notification
+    raw: str
+
+
+def parse(body: bytes) -> list[Received]:
+    """Parse a POSTed body, or raise NotACollection with a short, secret-free reason."""
+    try:
+        document = json.loads(body)
+    except RecursionError:
+        raise NotACollection("body is nested too deeply") from None
+    except ValueError:  # also UnicodeDecodeError and over-long integers
+        raise NotACollection("body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise NotACollection("body must be a JSON object with a 'value' list")
+    try:
+        collection = Collection.model_validate(document)
+    except ValidationError as error:
+        raise NotACollection(_describe(error)) from None
+    except RecursionError:
+        raise NotACollection("body is nested too deeply") from None
+    items: list[Any] = document["value"]
+    return [
+        Received(notification, json.dumps(item, separators=(",", ":")))
+        for notification, item in zip(collection.value, items, strict=True)
+    ]
+
+
+def _describe(error: ValidationError) -> str:
+    # Inputs are left out on purpose: they may carry a clientState.
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False)[
+        :_MAX_ERRORS_SHOWN
+    ]:
+        where = ".".join(str(part) for part in detail["loc"]) or "body"
+        parts.append(f"{where}: {detail['msg']}")
+    more = error.error_count() - _MAX_ERRORS_SHOWN
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "not a notification collection: " + "; ".join(parts)
