@@ -1,0 +1,73 @@
+"""The command line, through the real entry point in a separate process."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import run_bridge, serving
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = run_bridge("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for command in ("serve", "migrate"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["serve", "--bogus"], {}, "unrecognized arguments: --bogus"),
+        (["serve", "--port", "eighty"], {}, "invalid int value"),
+        (["frobnicate"], {}, "invalid choice"),
+        ([], {}, "required"),
+        (
+            ["migrate"],
+            {"BRIDGE_SUBSCRIPTION_LIFETIME_MINUTES": "x"},
+            "BRIDGE_SUBSCRIPTION_LIFETIME_MINUTES",
+        ),
+        (["serve"], {"BRIDGE_PUBLIC_URL": "http://public.example"}, "must use https"),
+    ],
+)
+def test_a_mistake_is_one_line_and_a_nonzero_exit(
+    tmp_path: Path, args: list[str], env: dict[str, str], says: str
+) -> None:
+    result = run_bridge(*args, cwd=tmp_path, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_creates_the_default_database(tmp_path: Path) -> None:
+    first = run_bridge("migrate", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "upgraded: empty -> 0001" in first.stdout
+    assert (tmp_path / "var" / "bridge.db").exists()
+    again = run_bridge("migrate", cwd=tmp_path)
+    assert "up to date (revision 0001)" in again.stdout
+
+
+def test_serve_starts_with_no_configuration_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    with serving(tmp_path) as (base, process):
+        assert (tmp_path / "var" / "bridge.db").exists(), "serve migrates SQLite"
+        token = httpx.post(f"{base}/graph/notifications?validationToken=a%2Bb+c")
+        assert token.text == "a+b c"
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "ok"
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal as its status.
+        assert process.wait(timeout=25) in (0, -signal.SIGTERM)
+        assert time.monotonic() - started < 25
+        assert process.stdout is not None
+        assert "Application shutdown complete" in process.stdout.read()

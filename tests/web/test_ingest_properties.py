@@ -1,0 +1,162 @@
+"""Whatever arrives, the answer is never a 5xx, and group commit mixes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import hypothesis
+from hypothesis import strategies as st
+from sqlalchemy import Engine, event
+
+from bridge.app import create_app
+from bridge.settings import Settings
+from bridge.store.inbox import Incoming, Outcome
+from bridge.store.writer import InboxWriter
+from tests.seeds import SECRET_A, SUBSCRIPTION_A, stored_items
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+field_values = st.one_of(
+    json_values,
+    st.sampled_from(
+        [
+            SUBSCRIPTION_A,
+            SECRET_A,
+            "created",
+            "updated",
+            "missed",
+            "2026-11-23T09:12:45.9696658+00:00",
+            "2026-11-23T09:12:45Z",
+            "Users/x/Events/y",
+        ]
+    ),
+)
+notification_like = st.fixed_dictionaries(
+    {},
+    optional={
+        name: field_values
+        for name in (
+            "subscriptionId",
+            "subscriptionExpirationDateTime",
+            "changeType",
+            "lifecycleEvent",
+            "resource",
+            "resourceData",
+            "clientState",
+            "tenantId",
+            "id",
+        )
+    },
+)
+bodies = st.one_of(
+    json_values.map(json.dumps),
+    st.lists(notification_like, max_size=5).map(lambda v: json.dumps({"value": v})),
+    st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+)
+
+
+def test_no_body_yields_a_server_error(settings: Settings, engine: Engine) -> None:
+    app = create_app(settings, engine)
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://bridge")
+
+    # Hypothesis drives sync functions: the app gets a loop of its own.
+    @hypothesis.settings(max_examples=300, deadline=None)
+    @hypothesis.given(body=bodies)
+    def check(body: str) -> None:
+        answer = runner.run(client.post("/graph/notifications", content=body.encode()))
+        assert answer.status_code in (202, 400), answer.text
+
+    with asyncio.Runner() as runner:
+        lifespan = app.router.lifespan_context(app)
+        runner.run(lifespan.__aenter__())
+        try:
+            check()
+        finally:
+            runner.run(client.aclose())
+            runner.run(lifespan.__aexit__(None, None, None))
+
+
+def item(subscription: str, secret: str | None, etag: str) -> Incoming:
+    return Incoming(
+        subscription_id=subscription,
+        client_state=secret,
+        kind="change",
+        change_type="updated",
+        lifecycle_event=None,
+        resource="Users/u/Events/e",
+        resource_id="e",
+        etag=etag,
+        expires_at=None,
+        tenant_id=None,
+        raw=json.dumps({"etag": etag}),
+    )
+
+
+async def test_concurrent_writes_are_batched_and_each_gets_its_own_outcomes(
+    engine: Engine,
+) -> None:
+    commits = 0
+
+    def count(*_args: Any) -> None:
+        nonlocal commits
+        commits += 1
+
+    event.listen(engine, "commit", count)
+    writer = InboxWriter(engine)
+    requests = 300
+    # Request i: a new item, a copy of its own item, a forged secret, and every
+    # third request an item for an unknown subscription.
+    batches = [
+        [
+            item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}"),
+            item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}"),
+            item(SUBSCRIPTION_A, "forged", f"etag-forged-{i}"),
+            *([item("unknown", None, f"etag-u-{i}")] if i % 3 == 0 else []),
+        ]
+        for i in range(requests)
+    ]
+    results = await asyncio.gather(*(writer.write(batch) for batch in batches))
+    await writer.close()
+
+    for i, outcomes in enumerate(results):
+        expected = [Outcome.STORED, Outcome.DUPLICATE, Outcome.BAD_CLIENT_STATE]
+        if i % 3 == 0:
+            expected.append(Outcome.IGNORED)
+        assert outcomes == expected
+    rows = stored_items(engine)
+    assert len(rows) == requests + requests // 3
+    assert {json.loads(row["raw"])["etag"] for row in rows} == {
+        f"etag-{i}" for i in range(requests)
+    } | {f"etag-u-{i}" for i in range(0, requests, 3)}
+    assert commits < requests / 4, "items of concurrent requests share transactions"
+
+
+async def test_a_failing_request_does_not_fail_its_neighbours(engine: Engine) -> None:
+    def poison(
+        _conn: Any, _cursor: Any, _statement: str, parameters: Any, *_rest: Any
+    ) -> None:
+        if "etag-poison" in repr(parameters):
+            raise ValueError("this row cannot be written")
+
+    event.listen(engine, "before_cursor_execute", poison)
+    writer = InboxWriter(engine)
+    good = [[item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}")] for i in range(20)]
+    bad = [item(SUBSCRIPTION_A, SECRET_A, "etag-poison")]
+    results = await asyncio.gather(
+        *(writer.write(batch) for batch in [*good[:10], bad, *good[10:]]),
+        return_exceptions=True,
+    )
+    await writer.close()
+    assert isinstance(results[10], ValueError)
+    assert all(result == [Outcome.STORED] for result in results[:10] + results[11:])
+    assert len(stored_items(engine)) == 20
