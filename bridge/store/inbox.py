@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from typing import Literal
 
-from sqlalchemy import Connection, Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Dialect
 
-from bridge.store.schema import connections, inbox, subscription_aliases
+from bridge.store.schema import inbox
 
 Kind = Literal["change", "lifecycle"]
 
@@ -86,88 +86,143 @@ def _secret_matches(expected: str | None, given: str | None) -> bool:
     return hmac.compare_digest(expected.encode(), given.encode())
 
 
-def _matches(conn: Connection, subscription_ids: set[str]) -> dict[str, _Match]:
+# The ingest path runs once per batch of every notification POST, so it speaks SQL to
+# the driver directly: SQLAlchemy's per-row parameter processing cost more than the
+# rest of the request (see docs/benchmarks.md). The SQL is plain and portable.
+_COLUMNS = (
+    "state",
+    "kind",
+    "subscription_id",
+    "connection_id",
+    "change_type",
+    "lifecycle_event",
+    "resource",
+    "etag",
+    "subscription_expires_at",
+    "tenant_id",
+    "received_at",
+    "attempts",
+    "next_attempt_at",
+    "raw",
+    "dedupe_key",
+)
+_TIMESTAMPS = frozenset({"subscription_expires_at", "received_at", "next_attempt_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Sql:
+    """The ingest statements in one dialect's parameter style."""
+
+    mark: str
+    insert: str
+    to_db: Callable[[datetime | None], object]
+
+    def marks(self, count: int) -> str:
+        return ", ".join([self.mark] * count)
+
+
+@cache
+def _sql(dialect: Dialect) -> _Sql:
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    # Only placeholders and our own column names are interpolated (S608 below).
+    insert = (
+        f"INSERT INTO inbox ({', '.join(_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({', '.join([mark] * len(_COLUMNS))}) "
+        "ON CONFLICT (dedupe_key) DO NOTHING"
+    )
+    to_db = inbox.c.received_at.type.bind_processor(dialect) or (lambda value: value)
+    return _Sql(mark, insert, to_db)
+
+
+def _matches(
+    conn: Connection, sql: _Sql, subscription_ids: list[str]
+) -> dict[str, _Match]:
     found: dict[str, _Match] = {}
-    rows = conn.execute(
-        select(connections.c.subscription_id, connections.c.id)
-        .add_columns(connections.c.client_state, connections.c.state)
-        .where(connections.c.subscription_id.in_(subscription_ids))
+    rows = conn.exec_driver_sql(
+        "SELECT subscription_id, id, client_state, state FROM connections "  # noqa: S608
+        f"WHERE subscription_id IN ({sql.marks(len(subscription_ids))})",
+        tuple(subscription_ids),
     )
     for sub_id, conn_id, secret, state in rows:
         found[sub_id] = _Match(conn_id, secret, state not in _INACTIVE)
-    rest = subscription_ids - found.keys()
+    rest = [sub_id for sub_id in subscription_ids if sub_id not in found]
     if rest:
-        aliases = conn.execute(
-            select(
-                subscription_aliases.c.subscription_id,
-                subscription_aliases.c.connection_id,
-                subscription_aliases.c.client_state,
-            ).where(subscription_aliases.c.subscription_id.in_(rest))
+        aliases = conn.exec_driver_sql(
+            "SELECT subscription_id, connection_id, client_state "  # noqa: S608
+            "FROM subscription_aliases "
+            f"WHERE subscription_id IN ({sql.marks(len(rest))})",
+            tuple(rest),
         )
         for sub_id, conn_id, secret in aliases:
             found[sub_id] = _Match(conn_id, secret, actionable=False)
     return found
 
 
-def _insert(conn: Connection) -> Insert:
-    """An INSERT that skips rows whose dedupe key is taken; returns keys written."""
-    insert: Insert
-    if conn.dialect.name == "postgresql":
-        insert = postgresql.insert(inbox).on_conflict_do_nothing(
-            index_elements=[inbox.c.dedupe_key]
-        )
-    else:
-        insert = sqlite.insert(inbox).on_conflict_do_nothing(
-            index_elements=[inbox.c.dedupe_key]
-        )
-    return insert.returning(inbox.c.dedupe_key)
+def _stored_keys(conn: Connection, sql: _Sql, keys: list[str]) -> set[str]:
+    rows = conn.exec_driver_sql(
+        f"SELECT dedupe_key FROM inbox WHERE dedupe_key IN ({sql.marks(len(keys))})",  # noqa: S608
+        tuple(keys),
+    )
+    return {key for (key,) in rows}
 
 
 def _row(
-    item: Incoming, key: str, state: ItemState, match: _Match | None, now: datetime
-) -> dict[str, object]:
-    return {
-        "state": state,
-        "kind": item.kind,
-        "subscription_id": item.subscription_id,
-        "connection_id": match.connection_id if match else None,
-        "change_type": item.change_type,
-        "lifecycle_event": item.lifecycle_event,
-        "resource": item.resource,
-        "etag": item.etag,
-        "subscription_expires_at": item.expires_at,
-        "tenant_id": item.tenant_id,
-        "received_at": now,
-        "attempts": 0,
-        "next_attempt_at": now if state is ItemState.PENDING else None,
-        "raw": item.raw,
-        "dedupe_key": key,
-    }
+    sql: _Sql,
+    item: Incoming,
+    key: str,
+    state: ItemState,
+    match: _Match | None,
+    now: object,
+) -> tuple[object, ...]:
+    return (
+        state.value,
+        item.kind,
+        item.subscription_id,
+        match.connection_id if match else None,
+        item.change_type,
+        item.lifecycle_event,
+        item.resource,
+        item.etag,
+        sql.to_db(item.expires_at),
+        item.tenant_id,
+        now,
+        0,
+        now if state is ItemState.PENDING else None,
+        item.raw,
+        key,
+    )
 
 
 def ingest(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[Outcome]:
     """Store what is to be stored; one outcome per item, in order."""
-    matches = _matches(conn, {item.subscription_id for item in items})
+    sql = _sql(conn.dialect)
+    matches = _matches(conn, sql, list({item.subscription_id for item in items}))
     keys = [item.dedupe_key() for item in items]
     verdicts: list[ItemState | None] = []  # None: the secret did not match
-    rows: dict[str, dict[str, object]] = {}
-    for item, key in zip(items, keys, strict=True):
+    for item in items:
         match = matches.get(item.subscription_id)
         if match and not _secret_matches(match.client_state, item.client_state):
             verdicts.append(None)
-            continue
-        state = ItemState.PENDING if match and match.actionable else ItemState.IGNORED
-        verdicts.append(state)
-        rows.setdefault(key, _row(item, key, state, match, now))
-    inserted = set(conn.scalars(_insert(conn), list(rows.values()))) if rows else set()
-    outcomes = []
-    for key, verdict in zip(keys, verdicts, strict=True):
+        elif match and match.actionable:
+            verdicts.append(ItemState.PENDING)
+        else:
+            verdicts.append(ItemState.IGNORED)
+    kept = {key for key, verdict in zip(keys, verdicts, strict=True) if verdict}
+    new = kept - _stored_keys(conn, sql, list(kept)) if kept else set()
+    db_now = sql.to_db(now)
+    rows, outcomes = [], []
+    for item, key, verdict in zip(items, keys, verdicts, strict=True):
         if verdict is None:
             outcomes.append(Outcome.BAD_CLIENT_STATE)
-        elif key in inserted:
-            inserted.discard(key)  # later copies in the same batch are duplicates
+        elif key in new:
+            new.discard(key)  # later copies in the same batch are duplicates
+            match = matches.get(item.subscription_id)
+            rows.append(_row(sql, item, key, verdict, match, db_now))
             stored = verdict is ItemState.PENDING
             outcomes.append(Outcome.STORED if stored else Outcome.IGNORED)
         else:
             outcomes.append(Outcome.DUPLICATE)
+    if rows:
+        # DO NOTHING covers a copy committed by another process since the SELECT.
+        conn.exec_driver_sql(sql.insert, rows)
     return outcomes

@@ -23,6 +23,9 @@ from bridge.store.schema import utcnow
 log = logging.getLogger(__name__)
 
 
+LINGER_TURNS = 10
+
+
 class WriterClosed(RuntimeError):
     """The writer is shutting down and takes no more items."""
 
@@ -77,6 +80,9 @@ class InboxWriter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                # Let requests that are already being parsed join this batch.
+                for _ in range(LINGER_TURNS):
+                    await asyncio.sleep(0)
                 await self._write(self._take_batch())
             if self._closing:
                 return
