@@ -112,7 +112,7 @@ async def test_concurrent_writes_are_batched_and_each_gets_its_own_outcomes(
         commits += 1
 
     event.listen(engine, "commit", count)
-    writer = InboxWriter(engine)
+    writer = InboxWriter(engine, max_batch_items=1000)
     requests = 300
     # Request i: a new item, a copy of its own item, a forged secret, and every
     # third request an item for an unknown subscription.
