@@ -7,6 +7,10 @@ import math
 import os
 import ssl
 from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import httpx
 
 
 def tls_verify() -> ssl.SSLContext | bool:
@@ -47,3 +51,32 @@ def retry_after_seconds(
     if not math.isfinite(seconds):
         return default
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
+
+
+class UpstreamClient:
+    """Base of the upstream clients: one httpx.AsyncClient, given or built here.
+
+    A client passed in (tests pass one over an in-process fake) stays the caller's to
+    close; one built here trusts `tls_verify()` and is closed by `aclose()`.
+    """
+
+    def __init__(self, http: httpx.AsyncClient | None, timeout: float) -> None:
+        self._owns_http = http is None
+        self._http = http or httpx.AsyncClient(
+            verify=tls_verify(), timeout=httpx.Timeout(timeout)
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -37,7 +36,7 @@ from bridge.graph._models import (
 )
 from bridge.graph._responses import error_for
 from bridge.graph.tokens import TokenSource
-from bridge.upstream import retry_after_seconds, tls_verify
+from bridge.upstream import UpstreamClient, retry_after_seconds
 
 __all__ = [
     "CHANGE_TYPES",
@@ -64,7 +63,7 @@ def new_client_state() -> str:
     return secrets.token_urlsafe(48)
 
 
-class GraphClient:
+class GraphClient(UpstreamClient):
     """Subscriptions and calendars, against one Graph base URL."""
 
     def __init__(
@@ -79,30 +78,13 @@ class GraphClient:
         self._api = api_url.rstrip("/")
         self._origin = _origin(self._api)
         self._tokens = tokens
-        self._own_http = http is None
         # The create call waits for Graph's handshake with us (up to 10 s per
         # URL), so the default timeout is well above that.
-        self._http = http or httpx.AsyncClient(verify=tls_verify(), timeout=timeout)
+        super().__init__(http, timeout)
         self._limits = Limits(per_mailbox)
         # Mailbox of each subscription seen, so renew and delete (which name only
         # the subscription) count against the right mailbox's concurrency.
         self._mailboxes: dict[str, str] = {}
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this object made it; tokens stay the caller's."""
-        if self._own_http:
-            await self._http.aclose()
 
     async def create_subscription(
         self,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 
-from bridge.upstream import retry_after_seconds, tls_verify
+from bridge.upstream import UpstreamClient, retry_after_seconds
 
 from ._auth import TokenManager
 from ._errors import (
@@ -39,7 +38,7 @@ MAX_PAGES = 10_000
 JsonParams = Mapping[str, str | int]
 
 
-class NexudusClient:
+class NexudusClient(UpstreamClient):
     """Typed access to the Nexudus API for the bridge.
 
     Throttling: a 409 or 429 closes the pacer's gate for Retry-After seconds,
@@ -71,12 +70,7 @@ class NexudusClient:
             raise ValueError("page_size must be at least 1")
         self._base_url = base_url.rstrip("/")
         self._client_id = client_id
-        self._owns_http = http is None
-        if http is None:
-            http = httpx.AsyncClient(
-                verify=tls_verify(), timeout=httpx.Timeout(timeout)
-            )
-        self._http = http
+        super().__init__(http, timeout)
         self._timeout = timeout
         self._max_retry_wait = max_retry_wait
         self._default_retry_after = default_retry_after
@@ -94,22 +88,6 @@ class NexudusClient:
 
     def __repr__(self) -> str:
         return f"<NexudusClient {self._base_url!r} client_id={self._client_id!r}>"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this client built it."""
-        if self._owns_http:
-            await self._http.aclose()
 
     async def check_login(self) -> None:
         """Get a token now; raises `Unauthorized` when the login is refused."""
