@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,19 +11,30 @@ from starlette.applications import Starlette
 
 from bridge.settings import Settings
 from bridge.store.writer import InboxWriter
+from bridge.sync.worker import Worker
 from bridge.web import health, notifications
 
 
-def create_app(settings: Settings, engine: Engine) -> Starlette:
-    """The web app over `engine`, which the caller owns (and disposes of)."""
-    writer = InboxWriter(engine)
+def create_app(
+    settings: Settings, engine: Engine, *, worker: Worker | None = None
+) -> Starlette:
+    """The web app over `engine`, which the caller owns (and disposes of).
+
+    With a `worker`, the app runs it for as long as it runs itself (the embedded
+    single-machine mode) and wakes it whenever a notification is stored.
+    """
+    writer = InboxWriter(engine, on_stored=worker.wake if worker else None)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        running = asyncio.create_task(worker.run(), name="worker") if worker else None
         try:
             yield
         finally:
             await writer.close()
+            if worker is not None and running is not None:
+                worker.stop()
+                await running
 
     routes = [
         *notifications.routes(writer, settings.max_body_bytes),

@@ -22,3 +22,17 @@ ACK_SECONDS = Histogram(
     "Time from receiving a notification POST to answering it.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3, 10),
 )
+ACTIONS = Counter(
+    "bridge_worker_actions",
+    "Worker actions on a connection, by result (done, retry, wait, dead, released).",
+    ["result"],
+)
+ACTION_SECONDS = Histogram(
+    "bridge_worker_action_seconds",
+    "Time one worker action took, upstream calls included.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+RENEWALS_SCHEDULED = Counter(
+    "bridge_renewals_scheduled",
+    "Subscription renewals put in the inbox by the renewal scheduler.",
+)

@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "console"] = Field("json", alias="BRIDGE_LOG_FORMAT")
     max_body_bytes: int = Field(1_048_576, alias="BRIDGE_MAX_BODY_BYTES", ge=1024)
+    # The worker's tuning. The default attempts with the default backoff keep a
+    # failing item alive for at least 24 hours (tests/sync/test_retry.py).
+    max_attempts: int = Field(140, alias="BRIDGE_MAX_ATTEMPTS", ge=1)
+    retry_base_seconds: float = Field(5.0, alias="BRIDGE_RETRY_BASE_SECONDS", gt=0)
+    retry_max_seconds: float = Field(900.0, alias="BRIDGE_RETRY_MAX_SECONDS", gt=0)
+    lease_seconds: float = Field(300.0, alias="BRIDGE_LEASE_SECONDS", ge=1)
+    worker_concurrency: int = Field(8, alias="BRIDGE_WORKER_CONCURRENCY", ge=1, le=256)
 
     graph_tenant_id: str | None = Field(None, alias="GRAPH_TENANT_ID")
     graph_client_id: str | None = Field(None, alias="GRAPH_CLIENT_ID")

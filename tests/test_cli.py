@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.store import migrate
 from tests.processes import run_bridge, serving
 
 
@@ -48,10 +49,10 @@ def test_a_mistake_is_one_line_and_a_nonzero_exit(
 def test_migrate_creates_the_default_database(tmp_path: Path) -> None:
     first = run_bridge("migrate", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "upgraded: empty -> 0001" in first.stdout
+    assert f"upgraded: empty -> {migrate.head()}" in first.stdout
     assert (tmp_path / "var" / "bridge.db").exists()
     again = run_bridge("migrate", cwd=tmp_path)
-    assert "up to date (revision 0001)" in again.stdout
+    assert f"up to date (revision {migrate.head()})" in again.stdout
 
 
 def test_serve_starts_with_no_configuration_and_stops_on_sigterm(

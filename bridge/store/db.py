@@ -6,13 +6,17 @@ batches it (see `writer.py`), so the event loop never waits on the database.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def create(url: str) -> Engine:
@@ -62,3 +66,33 @@ def reading(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction (consistent snapshot, no write lock)."""
     with engine.connect() as conn, conn.begin():
         yield conn
+
+
+async def write(
+    engine: Engine,
+    fn: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`fn(conn, ...)` in a writing transaction, off the event loop."""
+
+    def work() -> T:
+        with writing(engine) as conn:
+            return fn(conn, *args, **kwargs)
+
+    return await asyncio.to_thread(work)
+
+
+async def read(
+    engine: Engine,
+    fn: Callable[Concatenate[Connection, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`fn(conn, ...)` in a read-only transaction, off the event loop."""
+
+    def work() -> T:
+        with reading(engine) as conn:
+            return fn(conn, *args, **kwargs)
+
+    return await asyncio.to_thread(work)

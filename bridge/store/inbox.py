@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Dialect
 
 from bridge.store.schema import inbox
 
-Kind = Literal["change", "lifecycle"]
+# Graph sends change and lifecycle items; the worker adds its own (store/queue.py).
+Kind = Literal["change", "lifecycle", "renewal", "reconcile"]
 
 
 class ItemState(StrEnum):

@@ -78,8 +78,12 @@ connections = Table(
     Column("last_error", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # When the subscription was last renewed or created: Graph's reauthorization
+    # requests are answered with at most one PATCH per ten minutes.
+    Column("renewed_at", UTCDateTime),
 )
 Index("ix_connections_state", connections.c.state)
+Index("ix_connections_subscription_expires_at", connections.c.subscription_expires_at)
 
 # Old subscription ids of a connection: late notifications for a replaced subscription
 # are recognised (and checked against the secret they were sent with) but not acted on.
@@ -115,12 +119,15 @@ inbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UTCDateTime),
     Column("leased_until", UTCDateTime),
+    # The worker holding the lease: only it may settle the item.
+    Column("claimed_by", String(64)),
     Column("last_error", Text),
     Column("raw", Text, nullable=False),
     Column("dedupe_key", String(64), nullable=False, unique=True),
 )
 Index("ix_inbox_state_next_attempt_at", inbox.c.state, inbox.c.next_attempt_at)
 Index("ix_inbox_connection_id", inbox.c.connection_id)
+Index("ix_inbox_state_received_at", inbox.c.state, inbox.c.received_at)
 
 
 def utcnow() -> datetime:

@@ -1,0 +1,281 @@
+"""The inbox as the worker's queue: claim per connection with a lease, then settle.
+
+A claim takes every pending item of a few connections at once, so the worker acts
+once per connection however many notifications arrived (coalescing). A connection
+whose items are leased to a worker is not claimed by another one, so actions on one
+connection never overlap. On PostgreSQL the connection rows are locked with
+`FOR UPDATE SKIP LOCKED` while claiming; on SQLite the claim's `BEGIN IMMEDIATE`
+makes it the only writer.
+
+Settling (`complete`, `retry`, `bury`, `defer`, `release`) only touches items that
+are still leased to the worker that settles them: a worker whose lease ran out has
+lost them to another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, null, or_, select
+from sqlalchemy import Connection as Db
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bridge.store.inbox import ItemState, Kind
+from bridge.store.schema import UTCDateTime, connections, inbox
+
+PENDING, PROCESSING = ItemState.PENDING.value, ItemState.PROCESSING.value
+
+# Items the worker puts in the inbox itself, next to Graph's change and lifecycle
+# items: they go through the same claim, coalescing, retries and dead-lettering.
+RENEWAL: Kind = "renewal"
+RECONCILE: Kind = "reconcile"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    id: int
+    kind: str
+    subscription_id: str
+    connection_id: int
+    lifecycle_event: str | None
+    subscription_expires_at: datetime | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """All the items of one connection that one action will settle."""
+
+    connection_id: int
+    items: tuple[Item, ...]
+
+    @property
+    def ids(self) -> list[int]:
+        return [item.id for item in self.items]
+
+    @property
+    def attempts(self) -> int:
+        return max(item.attempts for item in self.items)
+
+
+def _claimable(now: datetime) -> ColumnElement[bool]:
+    # A processing item whose lease ran out belongs to a worker that died.
+    return or_(
+        inbox.c.state == PENDING,
+        and_(inbox.c.state == PROCESSING, inbox.c.leased_until < now),
+    )
+
+
+def claim(
+    db: Db, worker: str, now: datetime, lease: timedelta, connections_max: int
+) -> list[Claim]:
+    """Lease every pending item of up to `connections_max` connections with due work."""
+    due = or_(
+        and_(inbox.c.state == PENDING, inbox.c.next_attempt_at <= now),
+        and_(inbox.c.state == PROCESSING, inbox.c.leased_until < now),
+    )
+    busy = select(inbox.c.connection_id).where(
+        inbox.c.state == PROCESSING,
+        inbox.c.leased_until >= now,
+        inbox.c.connection_id.is_not(None),
+    )
+    candidates = list(
+        db.execute(
+            select(inbox.c.connection_id)
+            .where(due, inbox.c.connection_id.is_not(None))
+            .where(inbox.c.connection_id.not_in(busy))
+            .group_by(inbox.c.connection_id)
+            .order_by(func.min(inbox.c.next_attempt_at))
+            .limit(connections_max)
+        ).scalars()
+    )
+    if not candidates:
+        return []
+    # PostgreSQL: another worker claiming the same connection right now skips it.
+    # (SQLAlchemy renders nothing for SQLite, whose writers are serialised anyway.)
+    locked = list(
+        db.execute(
+            select(connections.c.id)
+            .where(connections.c.id.in_(candidates))
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not locked:
+        return []
+    rows = db.execute(
+        inbox.update()
+        .where(inbox.c.connection_id.in_(locked), _claimable(now))
+        .values(
+            state=PROCESSING,
+            leased_until=now + lease,
+            claimed_by=worker,
+            attempts=inbox.c.attempts + 1,
+        )
+        .returning(
+            inbox.c.id,
+            inbox.c.kind,
+            inbox.c.subscription_id,
+            inbox.c.connection_id,
+            inbox.c.lifecycle_event,
+            inbox.c.subscription_expires_at,
+            inbox.c.attempts,
+        )
+    )
+    grouped: dict[int, list[Item]] = {}
+    for row in rows:
+        item = Item(*row)
+        grouped.setdefault(item.connection_id, []).append(item)
+    return [
+        Claim(connection_id, tuple(sorted(items, key=lambda item: item.id)))
+        for connection_id, items in grouped.items()
+    ]
+
+
+def _leased(worker: str, ids: Sequence[int]) -> ColumnElement[bool]:
+    return and_(
+        inbox.c.id.in_(list(ids)),
+        inbox.c.state == PROCESSING,
+        inbox.c.claimed_by == worker,
+    )
+
+
+def _settle(db: Db, worker: str, ids: Sequence[int], **values: Any) -> int:
+    result = db.execute(
+        inbox.update()
+        .where(_leased(worker, ids))
+        .values(leased_until=None, claimed_by=None, **values)
+    )
+    return result.rowcount
+
+
+def complete(db: Db, worker: str, ids: Sequence[int]) -> int:
+    return _settle(db, worker, ids, state=ItemState.DONE.value, last_error=None)
+
+
+def retry(
+    db: Db,
+    worker: str,
+    ids: Sequence[int],
+    *,
+    at: datetime,
+    error: str,
+    max_attempts: int,
+) -> int:
+    """Back to pending until `at`; items out of attempts go dead. Returns the dead."""
+    dead = db.execute(
+        select(func.count())
+        .select_from(inbox)
+        .where(_leased(worker, ids), inbox.c.attempts >= max_attempts)
+    ).scalar_one()
+    out_of_attempts = inbox.c.attempts >= max_attempts
+    _settle(
+        db,
+        worker,
+        ids,
+        state=case((out_of_attempts, ItemState.DEAD.value), else_=PENDING),
+        next_attempt_at=case(
+            (out_of_attempts, null()), else_=literal(at, UTCDateTime())
+        ),
+        last_error=case(
+            (out_of_attempts, f"out of attempts ({max_attempts}): {error}"),
+            else_=error,
+        ),
+    )
+    return int(dead)
+
+
+def bury(db: Db, worker: str, ids: Sequence[int], *, error: str) -> int:
+    """Dead at once: retrying cannot help; the reason is kept for the operator."""
+    return _settle(
+        db,
+        worker,
+        ids,
+        state=ItemState.DEAD.value,
+        next_attempt_at=None,
+        last_error=error,
+    )
+
+
+def defer(db: Db, worker: str, ids: Sequence[int], *, at: datetime, reason: str) -> int:
+    """Back to pending without using up an attempt: the work waits for something
+    outside it (configuration, credentials), not for the upstream to recover."""
+    return _settle(
+        db,
+        worker,
+        ids,
+        state=PENDING,
+        next_attempt_at=at,
+        attempts=inbox.c.attempts - 1,
+        last_error=reason,
+    )
+
+
+def release(db: Db, worker: str, ids: Sequence[int], now: datetime) -> int:
+    """Give leased items back (shutdown): pending now, the attempt not counted."""
+    return _settle(
+        db,
+        worker,
+        ids,
+        state=PENDING,
+        next_attempt_at=now,
+        attempts=inbox.c.attempts - 1,
+    )
+
+
+def enqueue(
+    db: Db,
+    *,
+    kind: Kind,
+    connection_id: int,
+    subscription_id: str,
+    key: str,
+    at: datetime,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Add one of the worker's own items; False when `key` is already in the inbox."""
+    raw = json.dumps({"kind": kind, "connectionId": connection_id, **(detail or {})})
+    values = {
+        "state": PENDING,
+        "kind": kind,
+        "subscription_id": subscription_id,
+        "connection_id": connection_id,
+        "received_at": now,
+        "attempts": 0,
+        "next_attempt_at": at,
+        "raw": raw,
+        "dedupe_key": key,
+    }
+    dialect = postgresql if db.dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(inbox)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=[inbox.c.dedupe_key])
+    )
+    return db.execute(statement).rowcount > 0
+
+
+def prune(db: Db, before: datetime) -> int:
+    """Forget settled items received before `before`; returns how many.
+
+    Their dedupe keys go too: a copy of one that Graph sends later still is stored
+    and acted on, which costs a reconcile that changes nothing.
+    """
+    result = db.execute(
+        inbox.delete().where(
+            inbox.c.state.in_([ItemState.DONE.value, ItemState.IGNORED.value]),
+            inbox.c.received_at < before,
+        )
+    )
+    return result.rowcount
+
+
+def next_due(db: Db) -> datetime | None:
+    """When the earliest pending item falls due (None: nothing pending)."""
+    return db.execute(
+        select(func.min(inbox.c.next_attempt_at)).where(inbox.c.state == PENDING)
+    ).scalar_one_or_none()

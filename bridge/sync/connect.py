@@ -1,0 +1,165 @@
+"""Connecting a calendar: the Graph subscription, the connection, the Nexudus record.
+
+The three steps run while the caller waits (`bridge connect`, the admin API).
+A refusal by an upstream undoes what was done and raises `Refused`, naming the
+upstream. When Nexudus is only unavailable (or not configured yet), the connection
+stays `pending` and the worker creates the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection as Db
+from sqlalchemy import Engine
+
+from bridge import nexudus
+from bridge.graph import _errors as graph_errors
+from bridge.graph.subscriptions import new_client_state
+from bridge.nexudus import CalendarFields
+from bridge.store import connections as store
+from bridge.store import db, queue
+from bridge.store.connections import Connection, State
+from bridge.store.schema import utcnow
+from bridge.sync.upstreams import Unconfigured, Upstreams
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """An upstream refused the connection; nothing of it was kept."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(f"{upstream} refused: {message}")
+        self.upstream = upstream
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConnectRequest:
+    resource_id: int
+    user_id: str
+    calendar_id: str | None = None
+    name: str | None = None
+    coworker_id: int | None = None
+
+
+async def connect(
+    engine: Engine,
+    upstreams: Upstreams,
+    request: ConnectRequest,
+    *,
+    lifetime: timedelta,
+    clock: Callable[[], datetime] = utcnow,
+) -> Connection:
+    graph = upstreams.graph
+    notification_url, lifecycle_url = upstreams.subscription_urls()
+    try:
+        if request.calendar_id is None:
+            calendar = await graph.get_default_calendar(request.user_id)
+        else:
+            calendar = await graph.get_calendar(request.user_id, request.calendar_id)
+        secret = new_client_state()
+        resource = f"users/{request.user_id}/calendars/{calendar.id}/events"
+        subscription = await graph.create_subscription(
+            resource, notification_url, lifecycle_url, clock() + lifetime, secret
+        )
+    except graph_errors.GiveUp as error:
+        raise Refused("Graph", error.message) from None
+    try:
+        connection = await db.write(
+            engine,
+            store.insert,
+            state=State.PENDING,
+            resource_id=request.resource_id,
+            coworker_id=request.coworker_id,
+            user_id=request.user_id,
+            calendar_id=calendar.id,
+            name=request.name or calendar.name,
+            subscription_id=subscription.id,
+            subscription_expires_at=subscription.expires_at.replace(microsecond=0),
+            client_state=secret,
+            now=clock(),
+        )
+    except BaseException:
+        await graph.delete_subscription(subscription.id)
+        raise
+    log.info(
+        "calendar connected",
+        extra={"connection_id": connection.id, "subscription_id": subscription.id},
+    )
+    return await _create_record(engine, upstreams, connection, clock)
+
+
+async def _create_record(
+    engine: Engine,
+    upstreams: Upstreams,
+    connection: Connection,
+    clock: Callable[[], datetime],
+) -> Connection:
+    assert connection.subscription_expires_at is not None
+    fields = CalendarFields(
+        resource_id=connection.resource_id,
+        name=connection.name or connection.calendar_id,
+        subscription_id=connection.subscription_id,
+        calendar_id=connection.calendar_id,
+        subscription_expires_at=connection.subscription_expires_at,
+        coworker_id=connection.coworker_id,
+    )
+    try:
+        record_id = await upstreams.nexudus.create_calendar(fields)
+    except nexudus.GiveUp as error:
+        if isinstance(error, nexudus.Unauthorized):
+            return await _leave_to_worker(engine, connection, str(error), clock)
+        await upstreams.graph.delete_subscription(connection.subscription_id)
+        await db.write(engine, store.delete, connection.id)
+        raise Refused("Nexudus", error.message) from None
+    except (nexudus.RetryLater, Unconfigured) as error:
+        # A timed-out create may have been applied: the worker searches first.
+        return await _leave_to_worker(engine, connection, str(error), clock)
+
+    def stored(conn: Db) -> Connection:
+        store.update(
+            conn,
+            connection.id,
+            clock(),
+            nexudus_record_id=record_id,
+            state=State.ACTIVE,
+        )
+        fresh = store.get(conn, connection.id)
+        assert fresh is not None
+        return fresh
+
+    return await db.write(engine, stored)
+
+
+async def _leave_to_worker(
+    engine: Engine, connection: Connection, reason: str, clock: Callable[[], datetime]
+) -> Connection:
+    log.warning(
+        "Nexudus record left to the worker",
+        extra={"connection_id": connection.id, "reason": reason},
+    )
+    now = clock()
+    key = hashlib.sha256(f"connect\x1f{connection.id}".encode()).hexdigest()
+
+    def pending(conn: Db) -> Connection:
+        store.update(conn, connection.id, now, last_error=reason)
+        queue.enqueue(
+            conn,
+            kind=queue.RECONCILE,
+            connection_id=connection.id,
+            subscription_id=connection.subscription_id,
+            key=key,
+            at=now,
+            now=now,
+        )
+        fresh = store.get(conn, connection.id)
+        assert fresh is not None
+        return fresh
+
+    return await db.write(engine, pending)
