@@ -24,8 +24,8 @@ from bridge.app import create_app
 from bridge.graph.subscriptions import GraphClient
 from bridge.nexudus import NexudusClient
 from bridge.settings import Settings
-from bridge.store import db, migrate
 from bridge.store import connections as store
+from bridge.store import db, migrate
 from bridge.store.connections import Connection
 from bridge.store.schema import inbox
 from bridge.sync.connect import ConnectRequest, connect
@@ -100,18 +100,27 @@ class Bridge:
             if call.method in ("POST", "PUT", "DELETE")
         ]
 
-    async def settled(self, timeout: float = 10.0) -> None:
+    async def settled(self, within: float = 10.0) -> None:
         """Wait until no inbox item is pending or processing."""
-        async with asyncio.timeout(timeout):
-            while any(
-                item["state"] in ("pending", "processing") for item in self.items()
-            ):
-                await asyncio.sleep(0.02)
+        busy = ("pending", "processing")
+        await eventually(
+            lambda: all(item["state"] not in busy for item in self.items()), within
+        )
 
-    async def until(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.02)
+    async def until(self, check: Callable[[], bool], within: float = 10.0) -> None:
+        await eventually(check, within)
+
+
+POLL = 0.02
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Return once `check()` holds; fail after `within` seconds."""
+    for _ in range(int(within / POLL)):
+        if check():
+            return
+        await asyncio.sleep(POLL)
+    assert check(), f"still not true after {within} s"
 
 
 @pytest.fixture
