@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from tests.processes import run_bridge, serving
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = run_bridge("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("serve", "migrate"):
+    for command in ("serve", "worker", "migrate", "connect"):
         assert command in result.stdout
 
 
@@ -24,6 +27,14 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     ("args", "env", "says"),
     [
         (["serve", "--bogus"], {}, "unrecognized arguments: --bogus"),
+        (["connect", "--user", "u"], {}, "--resource-id"),
+        (["connect", "--resource-id", "x", "--user", "u"], {}, "invalid int value"),
+        (
+            ["connect", "--resource-id", "7", "--user", "u"],
+            {},
+            "cannot connect: GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET "
+            "not set",
+        ),
         (["serve", "--port", "eighty"], {}, "invalid int value"),
         (["frobnicate"], {}, "invalid choice"),
         ([], {}, "required"),
@@ -72,3 +83,30 @@ def test_serve_starts_with_no_configuration_and_stops_on_sigterm(
         assert time.monotonic() - started < 25
         assert process.stdout is not None
         assert "Application shutdown complete" in process.stdout.read()
+
+
+def test_worker_waits_without_configuration_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "worker"],
+        cwd=tmp_path,
+        env={**os.environ, "BRIDGE_LOG_FORMAT": "console"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if "worker started" in line:
+            break
+    output = "".join(lines)
+    assert "waits until NEXUDUS_USERNAME, NEXUDUS_PASSWORD is set" in output
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=25) == 0
+    assert time.monotonic() - started < 5
+    assert "worker stopped" in process.stdout.read()
+    process.stdout.close()

@@ -18,7 +18,7 @@ class Unconfigured(Exception):
     """A capability the work needs is not configured; the message names what to set."""
 
     def __init__(self, capability: Capability, missing: list[str]) -> None:
-        super().__init__(f"waiting for configuration: {', '.join(missing)} not set")
+        super().__init__(f"{', '.join(missing)} not set")
         self.capability = capability
 
 

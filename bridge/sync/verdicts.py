@@ -45,7 +45,7 @@ Verdict = Retry | Wait | Dead
 def verdict(error: BaseException) -> Verdict:
     match error:
         case Unconfigured():
-            return Wait(str(error))
+            return Wait(f"waiting for configuration: {error}")
         case graph_errors.TokenError():
             return Wait(str(error))
         case nexudus.Unauthorized():
