@@ -11,19 +11,27 @@ from starlette.applications import Starlette
 
 from bridge.settings import Settings
 from bridge.store.writer import InboxWriter
+from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
 from bridge.web import health, notifications
 
 
 def create_app(
-    settings: Settings, engine: Engine, *, worker: Worker | None = None
+    settings: Settings,
+    engine: Engine,
+    upstreams: Upstreams | None = None,
+    *,
+    worker: Worker | None = None,
 ) -> Starlette:
     """The web app over `engine`, which the caller owns (and disposes of).
 
-    With a `worker`, the app runs it for as long as it runs itself (the embedded
-    single-machine mode) and wakes it whenever a notification is stored.
+    The app owns `upstreams` (built from the settings when not given) and closes
+    them when it stops. With a `worker`, the app runs it for as long as it runs
+    itself (the embedded single-machine mode) and wakes it whenever a notification
+    is stored.
     """
     writer = InboxWriter(engine, on_stored=worker.wake if worker else None)
+    clients = upstreams or Upstreams.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -35,6 +43,7 @@ def create_app(
             if worker is not None and running is not None:
                 worker.stop()
                 await running
+            await clients.aclose()
 
     routes = [
         *notifications.routes(writer, settings.max_body_bytes),

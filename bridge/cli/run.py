@@ -13,6 +13,7 @@ import uvicorn
 
 from bridge.cli.common import open_database
 from bridge.settings import Settings
+from bridge.sync.upstreams import Upstreams
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -37,8 +38,7 @@ class _Server(uvicorn.Server):
             asyncio.get_event_loop().call_soon_threadsafe(self._worker.stop)
 
 
-def _worker(engine: Engine, settings: Settings) -> Worker:
-    from bridge.sync.upstreams import Upstreams
+def _worker(engine: Engine, settings: Settings, upstreams: Upstreams) -> Worker:
     from bridge.sync.worker import Worker
 
     for capability in ("nexudus", "graph", "public_url"):
@@ -48,7 +48,7 @@ def _worker(engine: Engine, settings: Settings) -> Worker:
                 capability,
                 ", ".join(missing),
             )
-    return Worker(engine, settings, Upstreams.from_settings(settings))
+    return Worker(engine, settings, upstreams)
 
 
 def serve(settings: Settings, args: argparse.Namespace) -> None:
@@ -56,9 +56,10 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
 
     engine = open_database(settings)
     try:
-        worker = None if args.no_worker else _worker(engine, settings)
+        upstreams = Upstreams.from_settings(settings)
+        worker = None if args.no_worker else _worker(engine, settings, upstreams)
         config = uvicorn.Config(
-            create_app(settings, engine, worker=worker),
+            create_app(settings, engine, upstreams, worker=worker),
             host=args.host,
             port=args.port if args.port is not None else settings.port,
             log_config=None,
@@ -74,16 +75,18 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
 def worker_command(settings: Settings, _args: argparse.Namespace) -> None:
     engine = open_database(settings)
     try:
-        asyncio.run(_work(_worker(engine, settings)))
+        asyncio.run(_work(engine, settings))
     finally:
         engine.dispose()
 
 
-async def _work(worker: Worker) -> None:
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, worker.stop)
-    await worker.run()
+async def _work(engine: Engine, settings: Settings) -> None:
+    async with Upstreams.from_settings(settings) as upstreams:
+        worker = _worker(engine, settings, upstreams)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, worker.stop)
+        await worker.run()
 
 
 def migrate_command(settings: Settings, _args: argparse.Namespace) -> None:

@@ -76,6 +76,12 @@ class Upstreams:
             raise self._unconfigured("public_url")
         return notification, lifecycle
 
+    async def __aenter__(self) -> Upstreams:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         if self.nexudus_client is not None:
             await self.nexudus_client.aclose()

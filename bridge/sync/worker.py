@@ -2,8 +2,8 @@
 
 `run()` works until `stop()` is called, then stops claiming, gives the actions in
 flight `grace` seconds to finish, cancels the rest and releases their leases, so
-another worker (or the next start) takes them over at once. The worker owns the
-upstream clients it is given and closes them when `run()` returns.
+another worker (or the next start) takes them over at once.
+The upstream clients are the caller's: it closes them after `run()` returns.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ class Worker:
     ) -> None:
         self.id = worker_id()
         self._engine = engine
-        self._upstreams = upstreams
         self._renew_before = timedelta(minutes=settings.renew_before_minutes)
         self._actions = Actions(
             engine,
@@ -100,7 +99,6 @@ class Worker:
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)
             await self._wind_down()
-            await self._upstreams.aclose()
             log.info("worker stopped", extra={"worker": self.id})
 
     # -- claiming ----------------------------------------------------------------

@@ -178,7 +178,7 @@ class _Running:
             housekeeping_seconds=0.2,
             grace_seconds=2.0,
         )
-        app = create_app(settings, engine, worker=worker)
+        app = create_app(settings, engine, upstreams, worker=worker)
         await stack.enter_async_context(app.router.lifespan_context(app))
         web = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BRIDGE)
