@@ -13,7 +13,7 @@ from bridge.settings import Settings
 from bridge.store.writer import InboxWriter
 from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
-from bridge.web import health, notifications
+from bridge.web import admin, health, notifications
 
 
 def create_app(
@@ -48,5 +48,6 @@ def create_app(
     routes = [
         *notifications.routes(writer, settings.max_body_bytes),
         *health.readiness_routes(settings, engine),
+        *admin.admin_routes(settings, engine, clients, worker.wake if worker else None),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -29,7 +29,7 @@ def connect_command(settings: Settings, args: argparse.Namespace) -> None:
     async def run() -> dict[str, object]:
         upstreams = Upstreams.from_settings(settings)
         try:
-            connection = await connect(
+            connected = await connect(
                 engine,
                 upstreams,
                 request,
@@ -37,7 +37,7 @@ def connect_command(settings: Settings, args: argparse.Namespace) -> None:
             )
         finally:
             await upstreams.aclose()
-        return connection.to_json()
+        return connected.connection.to_json()
 
     try:
         shown = asyncio.run(run())

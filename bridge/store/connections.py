@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection as Db
 from sqlalchemy import and_, exists, or_, select
 
-from bridge.store.schema import connections, inbox, subscription_aliases
+from bridge.store.schema import connections, inbox, iso, subscription_aliases
 
 
 class State(StrEnum):
@@ -57,9 +57,6 @@ class Connection:
     def to_json(self) -> dict[str, Any]:
         """The contract's shape for the admin API and `--json`."""
 
-        def iso(value: datetime | None) -> str | None:
-            return value.isoformat().replace("+00:00", "Z") if value else None
-
         return {
             "id": self.id,
             "state": self.state.value,
@@ -89,6 +86,36 @@ def _from_row(row: Any) -> Connection:
 def get(db: Db, connection_id: int) -> Connection | None:
     row = db.execute(
         select(*_COLUMNS).where(connections.c.id == connection_id)
+    ).one_or_none()
+    return _from_row(row) if row else None
+
+
+def page(
+    db: Db, state: State | None, limit: int, offset: int
+) -> tuple[list[Connection], int | None]:
+    """Connections by id, `limit` from `offset`; the next offset or None at the end."""
+    query = select(*_COLUMNS).order_by(connections.c.id).limit(limit + 1).offset(offset)
+    if state is not None:
+        query = query.where(connections.c.state == state.value)
+    found = [_from_row(row) for row in db.execute(query)]
+    more = len(found) > limit
+    return found[:limit], offset + limit if more else None
+
+
+def find_live(
+    db: Db, user_id: str, calendar_id: str, resource_id: int
+) -> Connection | None:
+    """The connection already made for this calendar and resource, if not undone."""
+    row = db.execute(
+        select(*_COLUMNS)
+        .where(
+            connections.c.user_id == user_id,
+            connections.c.calendar_id == calendar_id,
+            connections.c.resource_id == resource_id,
+            connections.c.state != State.DISCONNECTED.value,
+        )
+        .order_by(connections.c.id)
+        .limit(1)
     ).one_or_none()
     return _from_row(row) if row else None
 

@@ -25,7 +25,7 @@ from sqlalchemy import Connection as Db
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.store.inbox import ItemState, Kind
-from bridge.store.schema import UTCDateTime, connections, inbox
+from bridge.store.schema import UTCDateTime, connections, inbox, iso
 
 PENDING, PROCESSING = ItemState.PENDING.value, ItemState.PROCESSING.value
 
@@ -60,6 +60,74 @@ class Claim:
     @property
     def attempts(self) -> int:
         return max(item.attempts for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An inbox item as operators see it."""
+
+    id: int
+    state: str
+    kind: str
+    subscription_id: str
+    connection_id: int | None
+    received_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "kind": self.kind,
+            "subscription_id": self.subscription_id,
+            "connection_id": self.connection_id,
+            "received_at": iso(self.received_at),
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "last_error": self.last_error,
+        }
+
+
+_ENTRY = [
+    inbox.c.id,
+    inbox.c.state,
+    inbox.c.kind,
+    inbox.c.subscription_id,
+    inbox.c.connection_id,
+    inbox.c.received_at,
+    inbox.c.attempts,
+    inbox.c.next_attempt_at,
+    inbox.c.last_error,
+]
+
+
+def entries(
+    db: Db, state: ItemState | None, limit: int, offset: int
+) -> tuple[list[Entry], int | None]:
+    """Items by id, `limit` from `offset`; the next offset or None at the end."""
+    query = select(*_ENTRY).order_by(inbox.c.id).limit(limit + 1).offset(offset)
+    if state is not None:
+        query = query.where(inbox.c.state == state.value)
+    found = [Entry(*row) for row in db.execute(query)]
+    more = len(found) > limit
+    return found[:limit], offset + limit if more else None
+
+
+def entry(db: Db, item_id: int) -> Entry | None:
+    row = db.execute(select(*_ENTRY).where(inbox.c.id == item_id)).one_or_none()
+    return Entry(*row) if row else None
+
+
+def revive(db: Db, item_id: int, now: datetime) -> bool:
+    """A dead item back to pending with fresh attempts; False if it is not dead."""
+    result = db.execute(
+        inbox.update()
+        .where(inbox.c.id == item_id, inbox.c.state == ItemState.DEAD.value)
+        .values(state=PENDING, attempts=0, next_attempt_at=now)
+    )
+    return result.rowcount > 0
 
 
 def _claimable(now: datetime) -> ColumnElement[bool]:

@@ -132,3 +132,8 @@ Index("ix_inbox_state_received_at", inbox.c.state, inbox.c.received_at)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A UTC timestamp as the contract shows it: ISO 8601 ending in `Z`."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

@@ -40,6 +40,13 @@ class Refused(Exception):
 
 
 @dataclass(frozen=True)
+class Connected:
+    connection: Connection
+    # False when the same calendar was already connected to the same resource.
+    created: bool
+
+
+@dataclass(frozen=True)
 class ConnectRequest:
     resource_id: int
     user_id: str
@@ -55,7 +62,7 @@ async def connect(
     *,
     lifetime: timedelta,
     clock: Callable[[], datetime] = utcnow,
-) -> Connection:
+) -> Connected:
     graph = upstreams.graph
     notification_url, lifecycle_url = upstreams.subscription_urls()
     try:
@@ -63,6 +70,14 @@ async def connect(
             calendar = await graph.get_default_calendar(request.user_id)
         else:
             calendar = await graph.get_calendar(request.user_id, request.calendar_id)
+    except graph_errors.GiveUp as error:
+        raise Refused("Graph", error.message) from None
+    existing = await db.read(
+        engine, store.find_live, request.user_id, calendar.id, request.resource_id
+    )
+    if existing is not None:
+        return Connected(existing, created=False)
+    try:
         secret = new_client_state()
         resource = f"users/{request.user_id}/calendars/{calendar.id}/events"
         subscription = await graph.create_subscription(
@@ -92,7 +107,9 @@ async def connect(
         "calendar connected",
         extra={"connection_id": connection.id, "subscription_id": subscription.id},
     )
-    return await _create_record(engine, upstreams, connection, clock)
+    return Connected(
+        await _create_record(engine, upstreams, connection, clock), created=True
+    )
 
 
 async def _create_record(

@@ -3,15 +3,17 @@ and the fake Graph, all wired through httpx ASGI transports (no sockets).
 
 Graph's handshake and deliveries reach the bridge app; the worker's calls reach the
 fakes. The Nexudus client paces on a virtual clock, so its limits cost no real time.
+The worker's own clock is real time plus an offset that tests move forward
+(`Bridge.clock.advance`), so a retry scheduled minutes ahead falls due at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from bridge.settings import Settings
 from bridge.store import connections as store
 from bridge.store import db, migrate
 from bridge.store.connections import Connection
-from bridge.store.schema import inbox
+from bridge.store.schema import inbox, utcnow
 from bridge.sync.connect import ConnectRequest, connect
 from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
@@ -59,6 +61,60 @@ def worker_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+class WorkerClock:
+    """The worker's clock: real UTC time plus an offset that only moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@dataclass
+class _Loss:
+    method: str
+    path: str
+    remaining: int
+
+
+class LossyTransport(httpx.AsyncBaseTransport):
+    """In-process transport to an ASGI app that can lose answers on the way back.
+
+    A lost answer's request was served in full (a write was applied); the client
+    sees a read timeout, as when a slow answer outlives the client's patience.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self._inner = httpx.ASGITransport(app=app)
+        self._losses: list[_Loss] = []
+        self.lost: list[str] = []
+
+    def lose_next(self, n: int = 1, *, method: str, path: str) -> None:
+        """Lose the answers to the next `n` requests with `method` under `path`."""
+        self._losses.append(_Loss(method, path, n))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._inner.handle_async_request(request)
+        for loss in self._losses:
+            if (
+                loss.remaining > 0
+                and request.method == loss.method
+                and request.url.path.startswith(loss.path)
+            ):
+                loss.remaining -= 1
+                await response.aread()
+                self.lost.append(f"{request.method} {request.url.path}")
+                raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 @dataclass
 class Bridge:
     """A running bridge (web + worker) and the fakes around it."""
@@ -71,15 +127,52 @@ class Bridge:
     nexudus: FakeNexudus
     upstreams: Upstreams
     web: httpx.AsyncClient
+    clock: WorkerClock = field(default_factory=WorkerClock)
+    nexudus_wire: LossyTransport | None = None
+    leave_lifespan: Callable[[], Awaitable[None]] | None = None
+
+    async def stop(self) -> None:
+        """Leave the app's lifespan now (as on SIGTERM): the worker winds down."""
+        assert self.leave_lifespan is not None
+        await self.leave_lifespan()
+
+    @asynccontextmanager
+    async def another_worker(self, grace_seconds: float = 2.0) -> AsyncIterator[Worker]:
+        """A second worker over the same database and fakes, with its own clients."""
+        async with AsyncExitStack() as stack:
+            nexudus_http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=self.nexudus.app),
+                    base_url=NEXUDUS,
+                )
+            )
+            graph_http = await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=self.graph.app), base_url=GRAPH
+                )
+            )
+            upstreams = await stack.enter_async_context(
+                _upstreams(self.settings, self.nexudus, nexudus_http, graph_http)
+            )
+            worker = _worker(
+                self.engine, self.settings, upstreams, self.clock, grace_seconds
+            )
+            running = asyncio.create_task(worker.run(), name="another worker")
+            try:
+                yield worker
+            finally:
+                worker.stop()
+                await running
 
     async def connect(self, resource_id: int = 7, **options: Any) -> Connection:
         request = ConnectRequest(resource_id=resource_id, user_id=USER, **options)
-        return await connect(
+        connected = await connect(
             self.engine,
             self.upstreams,
             request,
             lifetime=timedelta(minutes=self.settings.subscription_lifetime_minutes),
         )
+        return connected.connection
 
     def connection(self, connection_id: int) -> Connection:
         with db.reading(self.engine) as conn:
@@ -129,13 +222,56 @@ async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
         yield running
 
 
-def running_bridge(tmp_path: Path, **overrides: Any) -> _Running:
-    return _Running(worker_settings(tmp_path, **overrides))
+def running_bridge(
+    tmp_path: Path, *, grace_seconds: float = 2.0, **overrides: Any
+) -> _Running:
+    """A bridge with `overrides` of the settings (by variable name); without a
+    Nexudus username or password its worker has no Nexudus client."""
+    return _Running(worker_settings(tmp_path, **overrides), grace_seconds)
+
+
+def _upstreams(
+    settings: Settings,
+    nexudus: FakeNexudus,
+    nexudus_http: httpx.AsyncClient,
+    graph_http: httpx.AsyncClient,
+) -> Upstreams:
+    client = None
+    if settings.nexudus_username and settings.nexudus_password:
+        client = NexudusClient(
+            NEXUDUS,
+            settings.nexudus_username,
+            settings.nexudus_password.get_secret_value(),
+            http=nexudus_http,
+            clock=nexudus.clock,
+        )
+    return Upstreams(
+        settings, client, GraphClient(GRAPH, StaticTokens(), http=graph_http), None
+    )
+
+
+def _worker(
+    engine: Engine,
+    settings: Settings,
+    upstreams: Upstreams,
+    clock: WorkerClock,
+    grace_seconds: float,
+) -> Worker:
+    return Worker(
+        engine,
+        settings,
+        upstreams,
+        poll_seconds=0.05,
+        housekeeping_seconds=0.2,
+        grace_seconds=grace_seconds,
+        clock=clock,
+    )
 
 
 class _Running:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, grace_seconds: float = 2.0) -> None:
         self.settings = settings
+        self.grace_seconds = grace_seconds
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Bridge:
@@ -146,10 +282,9 @@ class _Running:
         migrate.upgrade(engine)
 
         nexudus = FakeNexudus(clock=VirtualClock())
+        wire = LossyTransport(nexudus.app)
         nexudus_http = await stack.enter_async_context(
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=nexudus.app), base_url=NEXUDUS
-            )
+            httpx.AsyncClient(transport=wire, base_url=NEXUDUS)
         )
         graph = FakeGraph()
         graph.add_mailbox(USER)
@@ -158,34 +293,32 @@ class _Running:
                 transport=httpx.ASGITransport(app=graph.app), base_url=GRAPH
             )
         )
-        upstreams = Upstreams(
-            settings,
-            NexudusClient(
-                NEXUDUS,
-                USERNAME,
-                PASSWORD,
-                http=nexudus_http,
-                clock=nexudus.clock,
-            ),
-            GraphClient(GRAPH, StaticTokens(), http=graph_http),
-            None,
-        )
-        worker = Worker(
-            engine,
-            settings,
-            upstreams,
-            poll_seconds=0.05,
-            housekeeping_seconds=0.2,
-            grace_seconds=2.0,
-        )
+        upstreams = _upstreams(settings, nexudus, nexudus_http, graph_http)
+        clock = WorkerClock()
+        worker = _worker(engine, settings, upstreams, clock, self.grace_seconds)
         app = create_app(settings, engine, upstreams, worker=worker)
-        await stack.enter_async_context(app.router.lifespan_context(app))
+        # Its own stack, so that a test can leave the lifespan before the end.
+        lifespan = AsyncExitStack()
+        stack.push_async_callback(lifespan.aclose)
+        await lifespan.enter_async_context(app.router.lifespan_context(app))
         web = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BRIDGE)
         )
         # Graph's handshakes and deliveries go to the bridge app.
         graph.handshake_client = web
-        return Bridge(settings, engine, app, worker, graph, nexudus, upstreams, web)
+        return Bridge(
+            settings,
+            engine,
+            app,
+            worker,
+            graph,
+            nexudus,
+            upstreams,
+            web,
+            clock=clock,
+            nexudus_wire=wire,
+            leave_lifespan=lifespan.aclose,
+        )
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
