@@ -176,7 +176,13 @@ def claim(
         return []
     rows = db.execute(
         inbox.update()
-        .where(inbox.c.connection_id.in_(locked), _claimable(now))
+        # Checked again: a claim that committed after the candidates were chosen
+        # (PostgreSQL, READ COMMITTED) owns its connections now.
+        .where(
+            inbox.c.connection_id.in_(locked),
+            inbox.c.connection_id.not_in(busy),
+            _claimable(now),
+        )
         .values(
             state=PROCESSING,
             leased_until=now + lease,

@@ -18,7 +18,9 @@ class Backoff:
 
     def step(self, attempt: int) -> float:
         """The delay before try `attempt + 1`, before jitter."""
-        return float(min(self.max_seconds, self.base_seconds * 2 ** (attempt - 1)))
+        # The exponent is capped first: 2**1024 does not fit a float.
+        doublings = min(max(attempt - 1, 0), 64)
+        return float(min(self.max_seconds, self.base_seconds * 2**doublings))
 
     def delay(
         self,

@@ -185,6 +185,7 @@ class Worker:
                 settle = _retry(
                     self.id,
                     claim,
+                    now,
                     now + timedelta(seconds=delay),
                     outcome.reason,
                     self._backoff.max_attempts,
@@ -197,11 +198,15 @@ class Worker:
                 )
             case Wait(seconds=seconds):
                 settle = _defer(
-                    self.id, claim, now + timedelta(seconds=seconds), outcome.reason
+                    self.id,
+                    claim,
+                    now,
+                    now + timedelta(seconds=seconds),
+                    outcome.reason,
                 )
                 log.warning("action waits", extra=about)
             case Dead():
-                settle = _bury(self.id, claim, outcome.reason)
+                settle = _bury(self.id, claim, now, outcome.reason)
                 log.error("action gave up; items are dead", extra=about)
         try:
             result = await db.write(self._engine, settle)
@@ -248,35 +253,42 @@ def _about(claim: Claim) -> dict[str, object]:
 
 
 def _retry(
-    worker: str, claim: Claim, at: datetime, reason: str, max_attempts: int
+    worker: str,
+    claim: Claim,
+    now: datetime,
+    at: datetime,
+    reason: str,
+    max_attempts: int,
 ) -> Callable[[Db], str]:
     def settle(conn: Db) -> str:
         dead = queue.retry(
             conn, worker, claim.ids, at=at, error=reason, max_attempts=max_attempts
         )
-        _note(conn, claim, reason)
+        _note(conn, claim, reason, now)
         return "dead" if dead else "retry"
 
     return settle
 
 
-def _defer(worker: str, claim: Claim, at: datetime, reason: str) -> Callable[[Db], str]:
+def _defer(
+    worker: str, claim: Claim, now: datetime, at: datetime, reason: str
+) -> Callable[[Db], str]:
     def settle(conn: Db) -> str:
         queue.defer(conn, worker, claim.ids, at=at, reason=reason)
-        _note(conn, claim, reason)
+        _note(conn, claim, reason, now)
         return "wait"
 
     return settle
 
 
-def _bury(worker: str, claim: Claim, reason: str) -> Callable[[Db], str]:
+def _bury(worker: str, claim: Claim, now: datetime, reason: str) -> Callable[[Db], str]:
     def settle(conn: Db) -> str:
         queue.bury(conn, worker, claim.ids, error=reason)
-        _note(conn, claim, reason)
+        _note(conn, claim, reason, now)
         return "dead"
 
     return settle
 
 
-def _note(conn: Db, claim: Claim, reason: str) -> None:
-    connections.update(conn, claim.connection_id, utcnow(), last_error=reason)
+def _note(conn: Db, claim: Claim, reason: str, now: datetime) -> None:
+    connections.update(conn, claim.connection_id, now, last_error=reason)
