@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from bridge import settings as settings_module
-from bridge.cli import connections, run
+from bridge.cli import connections, doctor, replay, run
 from bridge.cli.common import Command, UserError
 
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         prog="bridge", description=__doc__.splitlines()[0] if __doc__ else ""
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (run, connections):
+    for module in (run, connections, replay, doctor):
         module.register(commands)
     return root
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import socket
+import ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -46,3 +49,30 @@ def show(data: Mapping[str, Any], as_json: bool) -> None:
     width = max(len(key) for key in data)
     for key, value in data.items():
         print(f"{key:<{width}}  {'-' if value is None else value}")  # noqa: T201
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` squashed onto one line, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def connect_reason(error: BaseException) -> str:
+    """Why a connection failed, in one line: the operating system's words
+    ("Connection refused") or the TLS verdict ("TLS failed: ...") when the cause
+    chain holds them, else the error's own message."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            detail = getattr(seen, "verify_message", None) or seen.reason or seen
+            return one_line(f"TLS failed: {detail}")
+        if isinstance(seen, socket.gaierror) and seen.strerror:
+            return f"cannot resolve the host: {seen.strerror}"
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return one_line(str(error) or type(error).__name__)
+
+
+def connect_hint(reason: str) -> str:
+    return " (is SSL_CERT_FILE right?)" if reason.startswith("TLS") else ""
