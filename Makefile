@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench-ingest clean
+.PHONY: run test lint typecheck pytest bench-ingest bench-drain clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: lint typecheck pytest
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+bench-drain: $(STAMP)
+	$(BIN)/python -m bench.drain
 
 clean:
 	rm -rf $(VENV) var/*.db*

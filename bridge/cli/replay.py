@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
 NOTIFICATIONS_PATH = "/graph/notifications"
 # A non-2xx body on the terminal: one line, this many characters at most.
-BODY_SHOWN = 200  # characters of a failed answer shown per line
 # In --json, scripts get more of it, but not a whole HTML error page.
 BODY_KEPT = 4096
 # RFC 9110 token characters: what a header name may be made of.

@@ -94,14 +94,16 @@ class LossyTransport(httpx.AsyncBaseTransport):
         self.lost: list[str] = []
 
     def lose_next(self, n: int = 1, *, method: str, path: str) -> None:
-        """Lose the answers to the next `n` requests with `method` under `path`."""
+        """Lose the answers to the next `n` requests with `method` under `path`
+        that succeed (those that fail have nothing to hide)."""
         self._losses.append(_Loss(method, path, n))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._inner.handle_async_request(request)
         for loss in self._losses:
             if (
-                loss.remaining > 0
+                response.is_success
+                and loss.remaining > 0
                 and request.method == loss.method
                 and request.url.path.startswith(loss.path)
             ):
