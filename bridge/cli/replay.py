@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import httpx
 
 NOTIFICATIONS_PATH = "/graph/notifications"
-# A non-2xx body on the terminal: one line, this many characters at most.
-# In --json, scripts get more of it, but not a whole HTML error page.
+# A non-2xx body in --json: scripts get more of it than the terminal's one line,
+# but not a whole HTML error page.
 BODY_KEPT = 4096
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
