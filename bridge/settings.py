@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -134,6 +140,16 @@ class Settings(BaseSettings):
     @classmethod
     def _nexudus_url(cls, value: str) -> str:
         return _https_url(value, allow_local_http=True)
+
+    @model_validator(mode="after")
+    def _renewal_window(self) -> Settings:
+        # Otherwise every subscription would be due again the moment it is renewed.
+        if self.renew_before_minutes >= self.subscription_lifetime_minutes:
+            raise ValueError(
+                "BRIDGE_RENEW_BEFORE_MINUTES must be less than "
+                "BRIDGE_SUBSCRIPTION_LIFETIME_MINUTES"
+            )
+        return self
 
     @property
     def sqlite_path(self) -> Path | None:

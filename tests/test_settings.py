@@ -102,3 +102,17 @@ def test_secrets_are_not_shown_in_reprs(monkeypatch: pytest.MonkeyPatch) -> None
     shown = repr(load())
     for secret in ("s3cr3t-value", "pa55-value", "t0ken-value"):
         assert secret not in shown
+
+
+def test_renewals_must_fall_due_after_a_renewal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_SUBSCRIPTION_LIFETIME_MINUTES", "600")
+    monkeypatch.setenv("BRIDGE_RENEW_BEFORE_MINUTES", "600")
+    with pytest.raises(ConfigError) as caught:
+        load()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "BRIDGE_RENEW_BEFORE_MINUTES must be less than" in message
+    monkeypatch.setenv("BRIDGE_RENEW_BEFORE_MINUTES", "599")
+    assert load().renew_before_minutes == 599

@@ -49,9 +49,11 @@ def plan(
         and now - connection.renewed_at < RENEWAL_QUIET
     )
     falls_due = expires_at is None or expires_at - now < renew_before
-    asked = "reauthorizationRequired" in events or (
-        falls_due and any(i.kind == RENEWAL for i in current)
-    )
-    renew = not recreate and (expires_at is None or (asked and not recently_renewed))
+    # The quiet period answers Graph's repeated reauthorization requests; a
+    # renewal the scheduler found due is done whenever it comes (else it would be
+    # settled done unrenewed, and the scheduler does not ask twice per expiry).
+    reauthorize = "reauthorizationRequired" in events and not recently_renewed
+    scheduled = falls_due and any(i.kind == RENEWAL for i in current)
+    renew = not recreate and (expires_at is None or reauthorize or scheduled)
     unknown = tuple(sorted(e for e in events if e not in LIFECYCLE_EVENTS))
     return Plan(expiry_seen, recreate, renew, unknown)
