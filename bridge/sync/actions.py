@@ -168,11 +168,22 @@ class Actions:
                     extra={"connection_id": connection.id, "record_id": record_id},
                 )
                 await db.write(
-                    self._engine, _set_record, connection.id, record_id, self._now()
+                    self._engine,
+                    _set_record,
+                    connection.id,
+                    record_id,
+                    self._now(),
+                    in_sync=True,
                 )
                 return
+            # Found, not yet compared: the update below decides the state.
             await db.write(
-                self._engine, _set_record, connection.id, record_id, self._now()
+                self._engine,
+                _set_record,
+                connection.id,
+                record_id,
+                self._now(),
+                in_sync=False,
             )
         try:
             wrote = await client.update_calendar(record_id, fields)
@@ -256,15 +267,13 @@ def _replaced(
     return _reloaded(conn, connection)
 
 
-def _set_record(conn: Db, connection_id: int, record_id: int, now: datetime) -> None:
-    store.update(
-        conn,
-        connection_id,
-        now,
-        nexudus_record_id=record_id,
-        state=State.ACTIVE,
-        last_error=None,
-    )
+def _set_record(
+    conn: Db, connection_id: int, record_id: int, now: datetime, *, in_sync: bool
+) -> None:
+    values: dict[str, object] = {"nexudus_record_id": record_id}
+    if in_sync:
+        values.update(state=State.ACTIVE, last_error=None)
+    store.update(conn, connection_id, now, **values)
 
 
 def _set_state(
