@@ -67,9 +67,17 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
             server_header=False,
             timeout_graceful_shutdown=20,
         )
+        # uvicorn re-raises the signal it shut down on; exiting 0 then says the
+        # shutdown was clean, as `bridge worker` does. Before uvicorn takes the
+        # signal over (start-up), SIGTERM exits at once.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
         _Server(config, worker).run()
     finally:
         engine.dispose()
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def worker_command(settings: Settings, _args: argparse.Namespace) -> None:

@@ -58,7 +58,7 @@ class Actions:
         for event in steps.unknown_events:
             log.warning(
                 "unknown lifecycle event, ignored",
-                extra={"event": event, "connection_id": connection.id},
+                extra={"lifecycle_event": event, "connection_id": connection.id},
             )
         if steps.expiry_seen is not None:
             connection = await db.write(
