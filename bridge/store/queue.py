@@ -17,10 +17,20 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, null, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy import Connection as Db
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -138,29 +148,86 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     )
 
 
+# A claim reads the due items in due order, this many per connection it may take at
+# first: a backlog of many connections then needs one read of a few rows, not a
+# pass over every waiting item (bench/drain, docs/benchmarks.md).
+_WINDOW_PER_CONNECTION = 16
+_WINDOW_GROWTH = 8
+
+
+def _candidates(
+    db: Db, now: datetime, connections_max: int, busy: Select[tuple[int | None]]
+) -> list[int]:
+    """Up to `connections_max` connections with due work and no live lease, those
+    whose work fell due first first (ties: the lower connection id).
+
+    The earliest pending items are read through the (state, next_attempt_at)
+    index, a window at a time, until the window shows which connections come
+    first: the cost follows `connections_max`, not the length of the backlog.
+    """
+    if connections_max < 1:
+        return []
+    mine = and_(inbox.c.connection_id.is_not(None), inbox.c.connection_id.not_in(busy))
+    # Connections with items of a worker whose lease ran out: few (no more than
+    # workers hold), and ordered by all their due items, as the rest are.
+    expired = set(
+        db.execute(
+            select(inbox.c.connection_id).where(
+                inbox.c.state == PROCESSING, inbox.c.leased_until < now, mine
+            )
+        ).scalars()
+    )
+    first_due: dict[int, datetime | None] = {}
+    if expired:
+        earliest = db.execute(
+            select(inbox.c.connection_id, func.min(inbox.c.next_attempt_at))
+            .where(inbox.c.connection_id.in_(expired), _due(now))
+            .group_by(inbox.c.connection_id)
+        )
+        first_due = {connection_id: at for connection_id, at in earliest}
+    pending = (
+        select(inbox.c.connection_id, inbox.c.next_attempt_at)
+        .where(inbox.c.state == PENDING, inbox.c.next_attempt_at <= now, mine)
+        .order_by(inbox.c.next_attempt_at)
+    )
+    window = connections_max * _WINDOW_PER_CONNECTION
+    while True:
+        rows = db.execute(pending.limit(window)).all()
+        due = dict(first_due)
+        for connection_id, at in rows:
+            due.setdefault(connection_id, at)  # in due order: the first is the min
+        ranked = sorted(due, key=lambda c: (_due_order(due[c]), c))[:connections_max]
+        if len(rows) < window:
+            return ranked  # every pending due item was read
+        # Connections not read have nothing due before the window's last item.
+        last = _due_order(rows[-1][1])
+        if len(ranked) == connections_max and _due_order(due[ranked[-1]]) < last:
+            return ranked
+        window *= _WINDOW_GROWTH
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(inbox.c.state == PENDING, inbox.c.next_attempt_at <= now),
+        and_(inbox.c.state == PROCESSING, inbox.c.leased_until < now),
+    )
+
+
+def _due_order(at: datetime | None) -> tuple[bool, datetime]:
+    # NULL first, as SQLite orders it (only a damaged row has no due time).
+    return (at is not None, at or datetime.min.replace(tzinfo=UTC))
+
+
 def claim(
     db: Db, worker: str, now: datetime, lease: timedelta, connections_max: int
 ) -> list[Claim]:
     """Lease every pending item of up to `connections_max` connections with due work."""
-    due = or_(
-        and_(inbox.c.state == PENDING, inbox.c.next_attempt_at <= now),
-        and_(inbox.c.state == PROCESSING, inbox.c.leased_until < now),
-    )
     busy = select(inbox.c.connection_id).where(
         inbox.c.state == PROCESSING,
         inbox.c.leased_until >= now,
         inbox.c.connection_id.is_not(None),
     )
-    candidates = list(
-        db.execute(
-            select(inbox.c.connection_id)
-            .where(due, inbox.c.connection_id.is_not(None))
-            .where(inbox.c.connection_id.not_in(busy))
-            .group_by(inbox.c.connection_id)
-            .order_by(func.min(inbox.c.next_attempt_at))
-            .limit(connections_max)
-        ).scalars()
-    )
+    candidates = _candidates(db, now, connections_max, busy)
     if not candidates:
         return []
     # PostgreSQL: another worker claiming the same connection right now skips it.
