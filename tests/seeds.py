@@ -55,3 +55,23 @@ def stored_items(engine: Engine) -> list[dict[str, Any]]:
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+# A connection as the admin API and `--json` show it (product.md).
+CONNECTION_KEYS = frozenset(
+    {
+        "id",
+        "state",
+        "resource_id",
+        "coworker_id",
+        "user_id",
+        "calendar_id",
+        "name",
+        "subscription_id",
+        "subscription_expires_at",
+        "nexudus_record_id",
+        "last_error",
+        "created_at",
+        "updated_at",
+    }
+)

@@ -14,7 +14,7 @@ from bridge.store import connections as store
 from bridge.store import db
 from bridge.store.connections import Connection, State
 from bridge.store.schema import connections, inbox, subscription_aliases
-from tests.seeds import SECRET_A, SUBSCRIPTION_A, SUBSCRIPTION_B
+from tests.seeds import CONNECTION_KEYS, SECRET_A, SUBSCRIPTION_A, SUBSCRIPTION_B
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -270,21 +270,7 @@ def test_due_for_renewal(engine: Engine) -> None:
 
 # -- to_json -------------------------------------------------------------------------
 
-CONTRACT_KEYS = {
-    "id",
-    "state",
-    "resource_id",
-    "coworker_id",
-    "user_id",
-    "calendar_id",
-    "name",
-    "subscription_id",
-    "subscription_expires_at",
-    "nexudus_record_id",
-    "last_error",
-    "created_at",
-    "updated_at",
-}
+CONTRACT_KEYS = CONNECTION_KEYS
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 

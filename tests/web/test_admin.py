@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.seeds import CONNECTION_KEYS
 from tests.sync.conftest import USER, Bridge, running_bridge
 
 TOKEN = "a-long-random-admin-token-for-tests"
@@ -60,21 +61,7 @@ async def test_connect_then_list_and_show(bridge: Bridge) -> None:
     assert shown["calendar_id"] == bridge.graph.mailboxes[USER].default.id
     assert shown["nexudus_record_id"] in bridge.nexudus.records
     assert shown["subscription_expires_at"].endswith("Z")
-    assert set(shown) == {
-        "id",
-        "state",
-        "resource_id",
-        "coworker_id",
-        "user_id",
-        "calendar_id",
-        "name",
-        "subscription_id",
-        "subscription_expires_at",
-        "nexudus_record_id",
-        "last_error",
-        "created_at",
-        "updated_at",
-    }
+    assert set(shown) == CONNECTION_KEYS
     one = await bridge.web.get(f"/admin/connections/{shown['id']}", headers=AUTH)
     assert one.json() == shown
     listed = await bridge.web.get("/admin/connections?state=active", headers=AUTH)
