@@ -270,7 +270,6 @@ def test_due_for_renewal(engine: Engine) -> None:
 
 # -- to_json -------------------------------------------------------------------------
 
-CONTRACT_KEYS = CONNECTION_KEYS
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z")
 
 
@@ -289,7 +288,7 @@ def test_to_json_has_exactly_the_contract_keys(engine: Engine) -> None:
 
     shown = connection.to_json()
 
-    assert set(shown) == CONTRACT_KEYS
+    assert set(shown) == CONNECTION_KEYS
     assert SECRET_A not in str(shown)
     assert connection.client_state not in str(shown)
     assert shown["id"] == connection_id
@@ -306,7 +305,7 @@ def test_to_json_has_exactly_the_contract_keys(engine: Engine) -> None:
 
 def test_to_json_of_a_seeded_connection(engine: Engine) -> None:
     shown = by_subscription(engine, SUBSCRIPTION_A).to_json()
-    assert set(shown) == CONTRACT_KEYS
+    assert set(shown) == CONNECTION_KEYS
     assert shown["subscription_expires_at"] is None
     assert shown["state"] == "active"
     assert ISO_UTC.fullmatch(shown["created_at"])
