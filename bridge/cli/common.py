@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bridge.settings import Settings
@@ -39,6 +39,24 @@ def open_database(settings: Settings) -> Engine:
         engine.dispose()
         raise
     return engine
+
+
+def table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool
+) -> None:
+    """Many objects: a JSON list for scripts, else a table of `columns`."""
+    if as_json:
+        print(json.dumps(list(rows), indent=2))  # noqa: T201
+        return
+    if not rows:
+        print("(none)")  # noqa: T201
+        return
+    cells = [
+        [("-" if row[c] is None else str(row[c])) for c in columns] for row in rows
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    for line in (list(columns), *cells):
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())  # noqa: T201
 
 
 def show(data: Mapping[str, Any], as_json: bool) -> None:

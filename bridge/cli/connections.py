@@ -1,11 +1,12 @@
-"""Connections: `bridge connect` (and, with the operator surface, the rest)."""
+"""Connections and the inbox: `bridge connect`, `bridge connections ...`,
+`bridge inbox ...`. The same store and service calls as the admin API."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 
-from bridge.cli.common import UserError, open_database, show
+from bridge.cli.common import UserError, open_database, show, table
 from bridge.settings import Settings
 
 
@@ -50,6 +51,110 @@ def connect_command(settings: Settings, args: argparse.Namespace) -> None:
     show(shown, args.json)
 
 
+CONNECTION_COLUMNS = (
+    "id",
+    "state",
+    "resource_id",
+    "user_id",
+    "subscription_expires_at",
+    "nexudus_record_id",
+    "last_error",
+)
+ITEM_COLUMNS = (
+    "id",
+    "state",
+    "kind",
+    "connection_id",
+    "received_at",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+)
+
+
+def list_connections(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.store import connections, db
+    from bridge.store.connections import State
+
+    state = State(args.state) if args.state else None
+    engine = open_database(settings)
+    try:
+        with db.reading(engine) as conn:
+            found, _ = connections.page(conn, state, args.limit, args.offset)
+    finally:
+        engine.dispose()
+    table([c.to_json() for c in found], CONNECTION_COLUMNS, args.json)
+
+
+def show_connection(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.store import connections, db
+
+    engine = open_database(settings)
+    try:
+        with db.reading(engine) as conn:
+            found = connections.get(conn, args.id)
+    finally:
+        engine.dispose()
+    if found is None:
+        raise UserError(f"no connection {args.id}")
+    show(found.to_json(), args.json)
+
+
+def list_inbox(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.store import db, queue
+    from bridge.store.inbox import ItemState
+
+    state = ItemState(args.state) if args.state else None
+    engine = open_database(settings)
+    try:
+        with db.reading(engine) as conn:
+            found, _ = queue.entries(conn, state, args.limit, args.offset)
+    finally:
+        engine.dispose()
+    table([e.to_json() for e in found], ITEM_COLUMNS, args.json)
+
+
+def retry_item(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.store import db, queue
+    from bridge.store.schema import utcnow
+
+    engine = open_database(settings)
+    try:
+        with db.writing(engine) as conn:
+            revived = queue.revive(conn, args.id, utcnow())
+            found = queue.entry(conn, args.id)
+    finally:
+        engine.dispose()
+    if found is None:
+        raise UserError(f"no inbox item {args.id}")
+    if not revived:
+        raise UserError(f"inbox item {args.id} is {found.state}, not dead")
+    show(found.to_json(), args.json)
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 1000, got {text!r}")
+    return int(text)
+
+
+def _offset(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    return int(text)
+
+
+def _listing(parser: argparse.ArgumentParser, states: list[str]) -> None:
+    parser.add_argument("--state", choices=states, help="only items in this state")
+    parser.add_argument(
+        "--limit", type=_limit, default=100, metavar="N", help="at most N (1-1000)"
+    )
+    parser.add_argument(
+        "--offset", type=_offset, default=0, metavar="N", help="skip the first N"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     link = commands.add_parser(
         "connect",
@@ -62,3 +167,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     link.add_argument("--coworker-id", type=int, help="Nexudus coworker, when known")
     link.add_argument("--json", action="store_true", help="print JSON")
     link.set_defaults(handler=connect_command)
+
+    from bridge.store.connections import State
+    from bridge.store.inbox import ItemState
+
+    group = commands.add_parser("connections", help="list and show connections")
+    actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listed = actions.add_parser("list", help="connections, oldest first")
+    _listing(listed, [s.value for s in State])
+    listed.set_defaults(handler=list_connections)
+    one = actions.add_parser("show", help="one connection")
+    one.add_argument("id", type=int)
+    one.add_argument("--json", action="store_true", help="print JSON")
+    one.set_defaults(handler=show_connection)
+
+    inbox = commands.add_parser("inbox", help="list inbox items, retry dead ones")
+    steps = inbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    items = steps.add_parser("list", help="inbox items, oldest first")
+    _listing(items, [s.value for s in ItemState])
+    items.set_defaults(handler=list_inbox)
+    again = steps.add_parser("retry", help="put a dead item back to pending")
+    again.add_argument("id", type=int)
+    again.add_argument("--json", action="store_true", help="print JSON")
+    again.set_defaults(handler=retry_item)
