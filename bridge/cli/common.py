@@ -7,13 +7,14 @@ import json
 import os
 import socket
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 Command = Callable[[Settings, argparse.Namespace], None]
 
@@ -57,6 +58,19 @@ def table(
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     for line in (list(columns), *cells):
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())  # noqa: T201
+
+
+@contextmanager
+def transaction(settings: Settings, *, write: bool = False) -> Iterator[Connection]:
+    """One transaction on the configured database (for commands that need no more)."""
+    from bridge.store import db
+
+    engine = open_database(settings)
+    try:
+        with (db.writing if write else db.reading)(engine) as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def show(data: Mapping[str, Any], as_json: bool) -> None:

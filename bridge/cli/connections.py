@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bridge.cli.common import UserError, open_database, show, table
+from bridge.cli.common import UserError, open_database, show, table, transaction
 from bridge.settings import Settings
 
 
@@ -73,58 +73,42 @@ ITEM_COLUMNS = (
 
 
 def list_connections(settings: Settings, args: argparse.Namespace) -> None:
-    from bridge.store import connections, db
+    from bridge.store import connections
     from bridge.store.connections import State
 
     state = State(args.state) if args.state else None
-    engine = open_database(settings)
-    try:
-        with db.reading(engine) as conn:
-            found, _ = connections.page(conn, state, args.limit, args.offset)
-    finally:
-        engine.dispose()
+    with transaction(settings) as conn:
+        found, _ = connections.page(conn, state, args.limit, args.offset)
     table([c.to_json() for c in found], CONNECTION_COLUMNS, args.json)
 
 
 def show_connection(settings: Settings, args: argparse.Namespace) -> None:
-    from bridge.store import connections, db
+    from bridge.store import connections
 
-    engine = open_database(settings)
-    try:
-        with db.reading(engine) as conn:
-            found = connections.get(conn, args.id)
-    finally:
-        engine.dispose()
+    with transaction(settings) as conn:
+        found = connections.get(conn, args.id)
     if found is None:
         raise UserError(f"no connection {args.id}")
     show(found.to_json(), args.json)
 
 
 def list_inbox(settings: Settings, args: argparse.Namespace) -> None:
-    from bridge.store import db, queue
+    from bridge.store import queue
     from bridge.store.inbox import ItemState
 
     state = ItemState(args.state) if args.state else None
-    engine = open_database(settings)
-    try:
-        with db.reading(engine) as conn:
-            found, _ = queue.entries(conn, state, args.limit, args.offset)
-    finally:
-        engine.dispose()
+    with transaction(settings) as conn:
+        found, _ = queue.entries(conn, state, args.limit, args.offset)
     table([e.to_json() for e in found], ITEM_COLUMNS, args.json)
 
 
 def retry_item(settings: Settings, args: argparse.Namespace) -> None:
-    from bridge.store import db, queue
+    from bridge.store import queue
     from bridge.store.schema import utcnow
 
-    engine = open_database(settings)
-    try:
-        with db.writing(engine) as conn:
-            revived = queue.revive(conn, args.id, utcnow())
-            found = queue.entry(conn, args.id)
-    finally:
-        engine.dispose()
+    with transaction(settings, write=True) as conn:
+        revived = queue.revive(conn, args.id, utcnow())
+        found = queue.entry(conn, args.id)
     if found is None:
         raise UserError(f"no inbox item {args.id}")
     if not revived:
