@@ -10,38 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import random
-import socket
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
 
 from bridge import metrics
 from bridge.settings import Settings
-from bridge.store import connections, db, queue
+from bridge.store import db, queue
 from bridge.store.queue import Claim
 from bridge.store.schema import utcnow
 from bridge.sync import renewals
-from bridge.sync.actions import Actions
-from bridge.sync.retry import Backoff
+from bridge.sync.runner import Runner, worker_id
 from bridge.sync.upstreams import Upstreams
-from bridge.sync.verdicts import Dead, Retry, Verdict, Wait, verdict
 
 log = logging.getLogger(__name__)
 
 # Settled items are kept this long for the operator (and for deduplication).
 RETENTION = timedelta(days=3)
 PRUNE_EVERY = 3600.0
-# The share of the lease an action may take; the rest is slack for settling.
-ACTION_SHARE = 0.8
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{random.getrandbits(32):08x}"
 
 
 class Worker:
@@ -59,19 +47,8 @@ class Worker:
         self.id = worker_id()
         self._engine = engine
         self._renew_before = timedelta(minutes=settings.renew_before_minutes)
-        self._actions = Actions(
-            engine,
-            upstreams,
-            lifetime=timedelta(minutes=settings.subscription_lifetime_minutes),
-            renew_before=self._renew_before,
-            clock=clock,
-        )
-        self._backoff = Backoff(
-            settings.retry_base_seconds,
-            settings.retry_max_seconds,
-            settings.max_attempts,
-        )
-        self._lease = timedelta(seconds=settings.lease_seconds)
+        self._runner = Runner(engine, settings, upstreams, clock=clock)
+        self._lease = self._runner.lease
         self._concurrency = settings.worker_concurrency
         self._poll = poll_seconds
         self._housekeeping_every = housekeeping_seconds
@@ -154,66 +131,16 @@ class Worker:
             metrics.ACTIONS.labels("released").inc(len(claims))
             log.info("released unfinished work", extra={"items": len(ids)})
 
-    # -- acting and settling -------------------------------------------------------
+    # -- acting -------------------------------------------------------------------
 
     async def _act(self, claim: Claim) -> None:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._lease.total_seconds() * ACTION_SHARE):
-                await self._actions.run(claim)
-        except Exception as error:
-            await self._settle_failure(claim, error, verdict(error))
-        else:
-            try:
-                await db.write(self._engine, queue.complete, self.id, claim.ids)
-            except Exception:
-                # The lease runs out and the items are tried again: no loss.
-                log.exception("settling work failed", extra=_about(claim))
-                return
-            metrics.ACTIONS.labels("done").inc()
+            turn = await self._runner.turn(self.id, claim)
         finally:
             metrics.ACTION_SECONDS.observe(time.perf_counter() - started)
-
-    async def _settle_failure(
-        self, claim: Claim, error: Exception, outcome: Verdict
-    ) -> None:
-        now = self._now()
-        about = {**_about(claim), "reason": outcome.reason}
-        match outcome:
-            case Retry(retry_after=retry_after):
-                delay = self._backoff.delay(claim.attempts, retry_after)
-                settle = _retry(
-                    self.id,
-                    claim,
-                    now,
-                    now + timedelta(seconds=delay),
-                    outcome.reason,
-                    self._backoff.max_attempts,
-                )
-                log_error = outcome.reason.startswith("unexpected")
-                (log.error if log_error else log.warning)(
-                    "action failed; will retry",
-                    extra={**about, "retry_in_seconds": round(delay, 1)},
-                    exc_info=error if log_error else None,
-                )
-            case Wait(seconds=seconds):
-                settle = _defer(
-                    self.id,
-                    claim,
-                    now,
-                    now + timedelta(seconds=seconds),
-                    outcome.reason,
-                )
-                log.warning("action waits", extra=about)
-            case Dead():
-                settle = _bury(self.id, claim, now, outcome.reason)
-                log.error("action gave up; items are dead", extra=about)
-        try:
-            result = await db.write(self._engine, settle)
-        except Exception:
-            log.exception("settling work failed", extra=_about(claim))
-            return
-        metrics.ACTIONS.labels(result).inc()
+        if turn.result != "unsettled":
+            metrics.ACTIONS.labels(turn.result).inc()
 
     # -- housekeeping --------------------------------------------------------------
 
@@ -238,57 +165,3 @@ class Worker:
             except Exception:
                 log.exception("housekeeping failed; trying again later")
             await asyncio.sleep(self._housekeeping_every)
-
-
-def _about(claim: Claim) -> dict[str, object]:
-    return {
-        "connection_id": claim.connection_id,
-        "items": len(claim.items),
-        "attempts": claim.attempts,
-    }
-
-
-# Each settles a failed claim and records the reason on the connection, in one
-# transaction; each returns the result label for the metrics.
-
-
-def _retry(
-    worker: str,
-    claim: Claim,
-    now: datetime,
-    at: datetime,
-    reason: str,
-    max_attempts: int,
-) -> Callable[[Db], str]:
-    def settle(conn: Db) -> str:
-        dead = queue.retry(
-            conn, worker, claim.ids, at=at, error=reason, max_attempts=max_attempts
-        )
-        _note(conn, claim, reason, now)
-        return "dead" if dead else "retry"
-
-    return settle
-
-
-def _defer(
-    worker: str, claim: Claim, now: datetime, at: datetime, reason: str
-) -> Callable[[Db], str]:
-    def settle(conn: Db) -> str:
-        queue.defer(conn, worker, claim.ids, at=at, reason=reason)
-        _note(conn, claim, reason, now)
-        return "wait"
-
-    return settle
-
-
-def _bury(worker: str, claim: Claim, now: datetime, reason: str) -> Callable[[Db], str]:
-    def settle(conn: Db) -> str:
-        queue.bury(conn, worker, claim.ids, error=reason)
-        _note(conn, claim, reason, now)
-        return "dead"
-
-    return settle
-
-
-def _note(conn: Db, claim: Claim, reason: str, now: datetime) -> None:
-    connections.update(conn, claim.connection_id, now, last_error=reason)

@@ -510,7 +510,7 @@ def watch(worker: Worker, log: list[Acted], monkeypatch: pytest.MonkeyPatch) -> 
     """Record each action of `worker`. Each lasts longer than it would (twice the
     poll interval), so that two actions on one connection, if they could happen,
     would overlap, and so that the other worker polls while this one is busy."""
-    actions = worker._actions
+    actions = worker._runner.actions
     run = actions.run
 
     async def watched(claim: Claim) -> None:
