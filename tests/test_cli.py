@@ -32,9 +32,34 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         (
             ["connect", "--resource-id", "7", "--user", "u"],
             {},
-            "cannot connect: GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET "
+            "not configured: GRAPH_TENANT_ID, GRAPH_CLIENT_ID, GRAPH_CLIENT_SECRET "
             "not set",
         ),
+        (
+            ["connect", "--resource-id", "0", "--user", "u"],
+            {},
+            "--resource-id: Input should be greater than 0",
+        ),
+        (
+            ["connect", "--resource-id", "-3", "--user", "u"],
+            {},
+            "--resource-id: Input should be greater than 0",
+        ),
+        (["connect", "--resource-id", "7", "--user", ""], {}, "--user: String should"),
+        (["connect", "--resource-id", "7", "--user", "a b"], {}, "--user: String"),
+        (
+            ["connect", "--resource-id", "7", "--user", "u", "--name", " "],
+            {},
+            "--name: String should match",
+        ),
+        (
+            ["connect", "--resource-id", "7", "--user", "u", "--coworker-id", "0"],
+            {},
+            "--coworker-id: Input should be greater than 0",
+        ),
+        (["connections", "renew", "99"], {}, "no connection 99"),
+        (["connections", "disconnect", "99"], {}, "no connection 99"),
+        (["connections", "renew", "x"], {}, "invalid int value"),
         (["serve", "--port", "eighty"], {}, "invalid int value"),
         (["frobnicate"], {}, "invalid choice"),
         ([], {}, "required"),

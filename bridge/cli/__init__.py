@@ -8,6 +8,7 @@ module here, which registers its parser.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -15,6 +16,13 @@ from typing import NoReturn
 from bridge import settings as settings_module
 from bridge.cli import connections, doctor, replay, run
 from bridge.cli.common import Command, UserError
+
+# The long-running commands: their logs are the record of what they do.
+_SERVICES = frozenset({"serve", "worker"})
+
+
+def _severity(level: str) -> int:
+    return logging.getLevelNamesMapping()[level.upper()]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_module.load()
         from bridge import logs
 
-        logs.configure(settings.log_level, settings.log_format)
+        level: str = settings.log_level
+        if args.command not in _SERVICES and _severity(level) < logging.WARNING:
+            # A one-shot command reports its result itself; its logs are only
+            # for what went wrong on the way.
+            level = "warning"
+        logs.configure(level, settings.log_format)
         handler(settings, args)
     except (UserError, settings_module.ConfigError) as problem:
         print(f"bridge: {problem}", file=sys.stderr)  # noqa: T201

@@ -5,50 +5,136 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from bridge.cli.common import UserError, open_database, show, table, transaction
 from bridge.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from bridge.sync.operator import Outcome
+    from bridge.sync.upstreams import Upstreams
+
+
+T = TypeVar("T")
+
+# The CLI's names for the request's fields, for error messages.
+_OPTIONS = {
+    "resource_id": "--resource-id",
+    "user_id": "--user",
+    "calendar_id": "--calendar-id",
+    "name": "--name",
+    "coworker_id": "--coworker-id",
+}
+
+
+def _with_upstreams(
+    settings: Settings, work: Callable[[Engine, Upstreams], Awaitable[T]]
+) -> T:
+    """Run `work` with the database and the upstream clients, then close them.
+    Upstream failures a user can act on become one line."""
+    from bridge.graph._errors import GraphError
+    from bridge.nexudus import NexudusError
+    from bridge.sync.connect import Refused
+    from bridge.sync.operator import NoSuchConnection, NotAllowed
+    from bridge.sync.upstreams import Unconfigured, Upstreams
+
+    engine = open_database(settings)
+
+    async def run() -> T:
+        upstreams = Upstreams.from_settings(settings)
+        try:
+            return await work(engine, upstreams)
+        finally:
+            await upstreams.aclose()
+
+    try:
+        return asyncio.run(run())
+    except Unconfigured as error:
+        raise UserError(f"not configured: {error}") from None
+    except (Refused, GraphError, NexudusError, NoSuchConnection, NotAllowed) as error:
+        raise UserError(str(error)) from None
+    finally:
+        engine.dispose()
 
 
 def connect_command(settings: Settings, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
-    from bridge.graph._errors import GraphError
-    from bridge.nexudus import NexudusError
-    from bridge.sync.connect import ConnectRequest, Refused, connect
-    from bridge.sync.upstreams import Unconfigured, Upstreams
+    from pydantic import ValidationError
 
-    request = ConnectRequest(
-        resource_id=args.resource_id,
-        user_id=args.user,
-        calendar_id=args.calendar_id,
-        name=args.name,
-        coworker_id=args.coworker_id,
-    )
-    engine = open_database(settings)
-
-    async def run() -> dict[str, object]:
-        upstreams = Upstreams.from_settings(settings)
-        try:
-            connected = await connect(
-                engine,
-                upstreams,
-                request,
-                lifetime=timedelta(minutes=settings.subscription_lifetime_minutes),
-            )
-        finally:
-            await upstreams.aclose()
-        return connected.connection.to_json()
+    from bridge.sync.connect import ConnectRequest, connect, first_problem
 
     try:
-        shown = asyncio.run(run())
-    except Unconfigured as error:
-        raise UserError(f"cannot connect: {error}") from None
-    except (Refused, GraphError, NexudusError) as error:
-        raise UserError(str(error)) from None
-    finally:
-        engine.dispose()
-    show(shown, args.json)
+        request = ConnectRequest(
+            resource_id=args.resource_id,
+            user_id=args.user,
+            calendar_id=args.calendar_id,
+            name=args.name,
+            coworker_id=args.coworker_id,
+        )
+    except ValidationError as error:
+        field, message = first_problem(error)
+        raise UserError(f"{_OPTIONS.get(field, field)}: {message}") from None
+    lifetime = timedelta(minutes=settings.subscription_lifetime_minutes)
+    connected = _with_upstreams(
+        settings,
+        lambda engine, upstreams: connect(
+            engine, upstreams, request, lifetime=lifetime
+        ),
+    )
+    show(connected.connection.to_json(), args.json)
+
+
+def renew_connection(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.sync.operator import Operator
+
+    outcome = _with_upstreams(
+        settings,
+        lambda engine, upstreams: Operator(engine, settings, upstreams).renew(args.id),
+    )
+    if outcome.result in ("done", "queued"):
+        show(outcome.connection.to_json(), args.json)
+        _note_queued(outcome)
+        return
+    verb = "waits" if outcome.result == "wait" else "failed"
+    raise UserError(f"renewal {verb}: {outcome.reason}{_AFTERWARDS[outcome.result]}")
+
+
+def disconnect_connection(settings: Settings, args: argparse.Namespace) -> None:
+    from bridge.sync.operator import Operator
+
+    outcome = _with_upstreams(
+        settings,
+        lambda engine, upstreams: Operator(engine, settings, upstreams).disconnect(
+            args.id
+        ),
+    )
+    # Disconnected it is, whatever happened upstream: say what is left to do.
+    show(outcome.connection.to_json(), args.json)
+    _note_queued(outcome)
+    if outcome.result not in ("done", "queued"):
+        raise UserError(
+            "disconnected, but deleting upstream failed: "
+            f"{outcome.reason}{_AFTERWARDS[outcome.result]}"
+        )
+
+
+# What becomes of an operator's action that did not finish.
+_AFTERWARDS = {
+    "retry": " (the worker tries again)",
+    "unsettled": " (the worker tries again)",
+    "wait": " (the worker tries again once that is fixed)",
+    "dead": " (fix the cause, then `bridge inbox retry` the dead item)",
+}
+
+
+def _note_queued(outcome: Outcome) -> None:
+    if outcome.result == "queued":
+        print(f"bridge: queued: {outcome.reason}", file=sys.stderr)  # noqa: T201
 
 
 CONNECTION_COLUMNS = (
@@ -155,7 +241,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     from bridge.store.connections import State
     from bridge.store.inbox import ItemState
 
-    group = commands.add_parser("connections", help="list and show connections")
+    group = commands.add_parser(
+        "connections", help="list, show, renew and disconnect connections"
+    )
     actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     listed = actions.add_parser("list", help="connections, oldest first")
     _listing(listed, [s.value for s in State])
@@ -164,6 +252,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     one.add_argument("id", type=int)
     one.add_argument("--json", action="store_true", help="print JSON")
     one.set_defaults(handler=show_connection)
+    renew = actions.add_parser(
+        "renew", help="renew the subscription now (recreated if Graph lost it)"
+    )
+    renew.add_argument("id", type=int)
+    renew.add_argument("--json", action="store_true", help="print JSON")
+    renew.set_defaults(handler=renew_connection)
+    drop = actions.add_parser(
+        "disconnect", help="stop syncing; delete the subscription and the record"
+    )
+    drop.add_argument("id", type=int)
+    drop.add_argument("--json", action="store_true", help="print JSON")
+    drop.set_defaults(handler=disconnect_connection)
 
     inbox = commands.add_parser("inbox", help="list inbox items, retry dead ones")
     steps = inbox.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -20,8 +20,8 @@ from sqlalchemy import Connection, Dialect
 
 from bridge.store.schema import inbox
 
-# Graph sends change and lifecycle items; the worker adds its own (store/queue.py).
-Kind = Literal["change", "lifecycle", "renewal", "reconcile"]
+# Graph sends change and lifecycle items; the bridge adds its own (store/queue.py).
+Kind = Literal["change", "lifecycle", "renewal", "reconcile", "renew_now", "disconnect"]
 
 
 class ItemState(StrEnum):

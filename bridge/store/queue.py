@@ -39,10 +39,12 @@ from bridge.store.schema import UTCDateTime, connections, inbox, iso
 
 PENDING, PROCESSING = ItemState.PENDING.value, ItemState.PROCESSING.value
 
-# Items the worker puts in the inbox itself, next to Graph's change and lifecycle
+# Items the bridge puts in the inbox itself, next to Graph's change and lifecycle
 # items: they go through the same claim, coalescing, retries and dead-lettering.
-RENEWAL: Kind = "renewal"
-RECONCILE: Kind = "reconcile"
+RENEWAL: Kind = "renewal"  # the scheduler's: renew if due
+RECONCILE: Kind = "reconcile"  # a record still to create (connect)
+RENEW_NOW: Kind = "renew_now"  # an operator's: renew whatever the expiry
+DISCONNECT: Kind = "disconnect"  # delete the subscription and the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,15 +221,28 @@ def _due_order(at: datetime | None) -> tuple[bool, datetime]:
 
 
 def claim(
-    db: Db, worker: str, now: datetime, lease: timedelta, connections_max: int
+    db: Db,
+    worker: str,
+    now: datetime,
+    lease: timedelta,
+    connections_max: int,
+    *,
+    only: int | None = None,
 ) -> list[Claim]:
-    """Lease every pending item of up to `connections_max` connections with due work."""
+    """Lease every pending item of up to `connections_max` connections with due work.
+
+    With `only`, lease that connection's pending items, due or not (an operator's
+    action runs at once): none when another worker holds it.
+    """
     busy = select(inbox.c.connection_id).where(
         inbox.c.state == PROCESSING,
         inbox.c.leased_until >= now,
         inbox.c.connection_id.is_not(None),
     )
-    candidates = _candidates(db, now, connections_max, busy)
+    if only is not None:
+        candidates = [only]
+    else:
+        candidates = _candidates(db, now, connections_max, busy)
     if not candidates:
         return []
     # PostgreSQL: another worker claiming the same connection right now skips it.
@@ -377,8 +392,9 @@ def enqueue(
     at: datetime,
     now: datetime,
     detail: dict[str, Any] | None = None,
-) -> bool:
-    """Add one of the worker's own items; False when `key` is already in the inbox."""
+) -> int | None:
+    """Add one of the bridge's own items: its id, or None when `key` is already in
+    the inbox."""
     raw = json.dumps({"kind": kind, "connectionId": connection_id, **(detail or {})})
     values = {
         "state": PENDING,
@@ -396,8 +412,9 @@ def enqueue(
         dialect.insert(inbox)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[inbox.c.dedupe_key])
+        .returning(inbox.c.id)
     )
-    return db.execute(statement).rowcount > 0
+    return db.execute(statement).scalar_one_or_none()
 
 
 def prune(db: Db, before: datetime) -> int:

@@ -22,7 +22,7 @@ from bridge.nexudus import CalendarFields
 from bridge.store import connections as store
 from bridge.store import db
 from bridge.store.connections import FINAL, Connection, State
-from bridge.store.queue import Claim
+from bridge.store.queue import DISCONNECT, Claim
 from bridge.store.schema import utcnow
 from bridge.sync.plan import plan
 from bridge.sync.upstreams import Upstreams
@@ -51,7 +51,13 @@ class Actions:
 
     async def run(self, claim: Claim) -> None:
         connection = await db.read(self._engine, store.get, claim.connection_id)
-        if connection is None or connection.state in FINAL:
+        if connection is None:
+            return
+        if connection.state is State.DISCONNECTED:
+            if any(item.kind == DISCONNECT for item in claim.items):
+                await self._tear_down(connection)
+            return
+        if connection.state in FINAL:
             return  # nothing to do for it, and nothing an upstream should hear
         now = self._now()
         steps = plan(connection, claim.items, now, self._renew_before)
@@ -225,6 +231,38 @@ class Actions:
         await db.write(
             self._engine, _set_state, connection.id, State.ORPHANED, reason, self._now()
         )
+
+    # -- disconnecting -----------------------------------------------------------
+
+    async def _tear_down(self, connection: Connection) -> None:
+        """Delete the subscription, then the record; each step is safe to repeat."""
+        try:
+            await self._up.graph.delete_subscription(connection.subscription_id)
+        except _REFUSED as error:
+            # Consent is gone, so Graph will not let us. The subscription sends
+            # nothing we act on now, and it expires by itself.
+            log.warning(
+                "the Graph subscription could not be deleted; it lapses by itself",
+                extra={
+                    "connection_id": connection.id,
+                    "reason": str(error),
+                    "expires_at": connection.subscription_expires_at,
+                },
+            )
+        record_id = connection.nexudus_record_id
+        if record_id is None:
+            record_id = await self._find_record(connection)
+        if record_id is not None:
+            await self._up.nexudus.delete_calendar(record_id)
+        log.info(
+            "connection torn down",
+            extra={"connection_id": connection.id, "record_id": record_id},
+        )
+        await db.write(self._engine, _torn_down, connection.id, self._now())
+
+
+def _torn_down(conn: Db, connection_id: int, now: datetime) -> None:
+    store.update(conn, connection_id, now, nexudus_record_id=None, last_error=None)
 
 
 def _reloaded(conn: Db, connection: Connection) -> Connection:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
 
@@ -46,13 +47,23 @@ class Connected:
     created: bool
 
 
-@dataclass(frozen=True)
-class ConnectRequest:
-    resource_id: int
-    user_id: str
-    calendar_id: str | None = None
-    name: str | None = None
-    coworker_id: int | None = None
+class ConnectRequest(BaseModel):
+    """What to connect; checked here once for the admin API and the CLI alike."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    resource_id: int = Field(gt=0)
+    user_id: str = Field(min_length=1, max_length=255, pattern=r"^\S+$")
+    calendar_id: str | None = Field(None, min_length=1, max_length=512)
+    name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
+    coworker_id: int | None = Field(None, gt=0)
+
+
+def first_problem(error: ValidationError) -> tuple[str, str]:
+    """The field and message of the first thing wrong with a request."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    field = ".".join(str(part) for part in first["loc"])
+    return field, first["msg"]
 
 
 async def connect(

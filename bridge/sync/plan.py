@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from bridge.graph.notifications import LIFECYCLE_EVENTS
 from bridge.store.connections import Connection
-from bridge.store.queue import RENEWAL, Item
+from bridge.store.queue import RENEW_NOW, RENEWAL, Item
 
 # Graph: answer reauthorizationRequired with one PATCH; not again within this.
 RENEWAL_QUIET = timedelta(minutes=10)
@@ -54,6 +54,7 @@ def plan(
     # settled done unrenewed, and the scheduler does not ask twice per expiry).
     reauthorize = "reauthorizationRequired" in events and not recently_renewed
     scheduled = falls_due and any(i.kind == RENEWAL for i in current)
-    renew = not recreate and (expires_at is None or reauthorize or scheduled)
+    asked = any(i.kind == RENEW_NOW for i in current)
+    renew = not recreate and (expires_at is None or reauthorize or scheduled or asked)
     unknown = tuple(sorted(e for e in events if e not in LIFECYCLE_EVENTS))
     return Plan(expiry_seen, recreate, renew, unknown)

@@ -46,7 +46,7 @@ def schedule(
             ).encode()
         ).hexdigest()
         delay = 0.0 if expired else (rng or random).uniform(0, spread)
-        added += queue.enqueue(
+        new = queue.enqueue(
             db,
             kind=queue.RENEWAL,
             connection_id=item.connection_id,
@@ -56,4 +56,5 @@ def schedule(
             now=now,
             detail={"expiresAt": item.expires_at.isoformat(), "expired": expired},
         )
+        added += new is not None
     return added

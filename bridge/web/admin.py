@@ -14,7 +14,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,7 +28,8 @@ from bridge.store import db, queue
 from bridge.store.connections import State
 from bridge.store.inbox import ItemState
 from bridge.store.schema import utcnow
-from bridge.sync.connect import ConnectRequest, Refused, connect
+from bridge.sync.connect import ConnectRequest, Refused, connect, first_problem
+from bridge.sync.operator import NoSuchConnection, NotAllowed, Operator
 from bridge.sync.upstreams import Unconfigured, Upstreams
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -76,16 +77,6 @@ def _guarded(settings: Settings, handler: Handler) -> Handler:
     return endpoint
 
 
-class _ConnectBody(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    resource_id: int = Field(gt=0)
-    user_id: str = Field(min_length=1, max_length=255, pattern=r"\S")
-    calendar_id: str | None = Field(None, min_length=1, max_length=512)
-    name: str | None = Field(None, min_length=1, max_length=255)
-    coworker_id: int | None = Field(None, gt=0)
-
-
 def _paging(request: Request) -> tuple[int, int]:
     def number(name: str, default: int, low: int, high: int) -> int:
         text = request.query_params.get(name)
@@ -124,25 +115,20 @@ def admin_routes(
     wake: Callable[[], None] | None = None,
 ) -> list[Route]:
     lifetime = timedelta(minutes=settings.subscription_lifetime_minutes)
+    operator = Operator(engine, settings, upstreams)
 
     async def create_connection(request: Request) -> Response:
         try:
-            body = _ConnectBody.model_validate_json(await request.body())
+            wanted = ConnectRequest.model_validate_json(await request.body())
         except ValidationError as error:
-            first = error.errors(include_url=False, include_input=False)[0]
-            where = ".".join(str(part) for part in first["loc"]) or "body"
+            field, message = first_problem(error)
             raise Problem(
                 400,
-                f"invalid connection: {where}: {first['msg']}",
+                f"invalid connection: {field or 'body'}: {message}",
                 error.errors(include_url=False, include_input=False),
             ) from None
         try:
-            connected = await connect(
-                engine,
-                upstreams,
-                ConnectRequest(**body.model_dump()),
-                lifetime=lifetime,
-            )
+            connected = await connect(engine, upstreams, wanted, lifetime=lifetime)
         except Unconfigured as error:
             raise Problem(503, f"cannot connect: {error}") from None
         except Refused as error:
@@ -176,6 +162,37 @@ def admin_routes(
             raise Problem(404, f"no connection {connection_id}")
         return JSONResponse(found.to_json())
 
+    async def disconnect(request: Request) -> Response:
+        # 200 once the connection is disconnected: it is from now on. What is left
+        # to delete upstream shows in `last_error` until the worker has done it.
+        try:
+            outcome = await operator.disconnect(_path_id(request))
+        except NoSuchConnection as error:
+            raise Problem(404, str(error)) from None
+        return JSONResponse(outcome.connection.to_json())
+
+    async def renew(request: Request) -> Response:
+        try:
+            outcome = await operator.renew(_path_id(request))
+        except NoSuchConnection as error:
+            raise Problem(404, str(error)) from None
+        except NotAllowed as error:
+            raise Problem(409, str(error)) from None
+        shown = outcome.connection.to_json()
+        match outcome.result:
+            case "done":
+                return JSONResponse(shown)
+            case "queued":
+                return JSONResponse(shown, status_code=202)
+            case "wait":
+                raise Problem(503, f"renewal waits: {outcome.reason}", shown)
+            case _:
+                raise Problem(
+                    502,
+                    f"renewal failed: {outcome.reason}",
+                    {"connection": shown, "result": outcome.result},
+                )
+
     async def list_inbox(request: Request) -> Response:
         limit, offset = _paging(request)
         state = _state(request, ItemState)
@@ -205,6 +222,8 @@ def admin_routes(
         route("/admin/connections", create_connection, "POST"),
         route("/admin/connections", list_connections, "GET"),
         route("/admin/connections/{id:int}", show_connection, "GET"),
+        route("/admin/connections/{id:int}", disconnect, "DELETE"),
+        route("/admin/connections/{id:int}/renew", renew, "POST"),
         route("/admin/inbox", list_inbox, "GET"),
         route("/admin/inbox/{id:int}/retry", retry_item, "POST"),
     ]

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,45 @@ class Bridge:
 
     async def until(self, check: Callable[[], bool], within: float = 10.0) -> None:
         await eventually(check, within)
+
+
+# -- looking at a connection ---------------------------------------------------------
+
+
+def items_of(bridge: Bridge, connection: Connection) -> list[dict[str, Any]]:
+    return [i for i in bridge.items() if i["connection_id"] == connection.id]
+
+
+def only_item(bridge: Bridge, connection: Connection) -> dict[str, Any]:
+    [item] = items_of(bridge, connection)
+    return item
+
+
+def waiting_after(
+    bridge: Bridge, connection: Connection, attempts: int
+) -> Callable[[], bool]:
+    """The connection's item failed try number `attempts` and waits for the next."""
+
+    def check() -> bool:
+        item = only_item(bridge, connection)
+        return bool(item["state"] == "pending" and item["attempts"] == attempts)
+
+    return check
+
+
+def set_connection(bridge: Bridge, connection: Connection, **values: Any) -> None:
+    with db.writing(bridge.engine) as conn:
+        store.update(conn, connection.id, datetime.now(UTC), **values)
+
+
+def aliases(bridge: Bridge, connection: Connection) -> list[str]:
+    with db.reading(bridge.engine) as conn:
+        return store.aliases(conn, connection.id)
+
+
+def stored_expiry(connection: Connection) -> datetime:
+    assert connection.subscription_expires_at is not None
+    return connection.subscription_expires_at
 
 
 POLL = 0.02

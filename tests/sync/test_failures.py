@@ -18,13 +18,21 @@ from typing import Any
 import pytest
 
 from bridge.nexudus import parse_nexudus_datetime
-from bridge.store import connections as store
-from bridge.store import db
 from bridge.store.connections import Connection, State
 from bridge.store.queue import Claim
 from bridge.sync.worker import Worker
 from tests.fakes.nexudus import CALENDARS
-from tests.sync.conftest import USER, Bridge, running_bridge
+from tests.sync.conftest import (
+    USER,
+    Bridge,
+    aliases,
+    items_of,
+    only_item,
+    running_bridge,
+    set_connection,
+    stored_expiry,
+    waiting_after,
+)
 
 # Retries minutes apart: nothing is retried until the test moves the clock.
 SLOW_RETRIES: dict[str, Any] = {
@@ -35,30 +43,9 @@ SLOW_RETRIES: dict[str, Any] = {
 LOW, HIGH = 0.75, 1.25
 
 
-def items_of(bridge: Bridge, connection: Connection) -> list[dict[str, Any]]:
-    return [i for i in bridge.items() if i["connection_id"] == connection.id]
-
-
-def only_item(bridge: Bridge, connection: Connection) -> dict[str, Any]:
-    [item] = items_of(bridge, connection)
-    return item
-
-
 def record_path(connection: Connection) -> str:
     assert connection.nexudus_record_id is not None
     return f"{CALENDARS}/{connection.nexudus_record_id}"
-
-
-def waiting_after(
-    bridge: Bridge, connection: Connection, attempts: int
-) -> Callable[[], bool]:
-    """The connection's item failed try number `attempts` and waits for the next."""
-
-    def check() -> bool:
-        item = only_item(bridge, connection)
-        return bool(item["state"] == "pending" and item["attempts"] == attempts)
-
-    return check
 
 
 def with_calendars(bridge: Bridge, count: int) -> list[str]:
@@ -66,21 +53,6 @@ def with_calendars(bridge: Bridge, count: int) -> list[str]:
     ids = [f"AAMkAD-room-{n}" for n in range(count)]
     bridge.graph.add_mailbox(USER, *((cid, f"Room {n}") for n, cid in enumerate(ids)))
     return ids
-
-
-def set_connection(bridge: Bridge, connection: Connection, **values: Any) -> None:
-    with db.writing(bridge.engine) as conn:
-        store.update(conn, connection.id, datetime.now(UTC), **values)
-
-
-def aliases(bridge: Bridge, connection: Connection) -> list[str]:
-    with db.reading(bridge.engine) as conn:
-        return store.aliases(conn, connection.id)
-
-
-def stored_expiry(connection: Connection) -> datetime:
-    assert connection.subscription_expires_at is not None
-    return connection.subscription_expires_at
 
 
 # -- Nexudus failing ----------------------------------------------------------------

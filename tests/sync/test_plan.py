@@ -110,6 +110,31 @@ def test_a_later_expiry_in_an_item_saves_a_recreate() -> None:
     )
 
 
+@pytest.mark.parametrize("renewed_ago", [None, timedelta(0), timedelta(hours=1)])
+def test_an_operator_renewal_renews_whenever_asked(
+    renewed_ago: timedelta | None,
+) -> None:
+    renewed_at = None if renewed_ago is None else NOW - renewed_ago
+    steps = plan(
+        connection(expires_at=FAR, renewed_at=renewed_at),
+        [item("renew_now"), item()],
+        NOW,
+        RENEW_BEFORE,
+    )
+    assert steps == Plan(None, recreate=False, renew=True, unknown_events=())
+
+
+def test_an_operator_renewal_of_a_removed_subscription_recreates() -> None:
+    steps = plan(
+        connection(expires_at=FAR),
+        [item("renew_now"), lifecycle("subscriptionRemoved")],
+        NOW,
+        RENEW_BEFORE,
+    )
+    assert steps.recreate
+    assert not steps.renew
+
+
 @pytest.mark.parametrize(
     ("renewed_ago", "renew"),
     [
@@ -242,7 +267,7 @@ items = st.builds(
         expires=expires,
         subscription_id=CURRENT if current else FORMER,
     ),
-    kind=st.sampled_from(["change", "renewal", "reconcile"]),
+    kind=st.sampled_from(["change", "renewal", "reconcile", "renew_now"]),
     event=events,
     expires=st.none() | moments,
     current=st.booleans(),

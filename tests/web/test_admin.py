@@ -48,6 +48,27 @@ async def test_a_missing_or_wrong_token_is_401(
     answer = await bridge.web.get("/admin/connections", headers=headers)
     assert answer.status_code == 401
     assert answer.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/admin/connections"),
+        ("GET", "/admin/connections/1"),
+        ("DELETE", "/admin/connections/1"),
+        ("POST", "/admin/connections/1/renew"),
+        ("GET", "/admin/inbox"),
+        ("POST", "/admin/inbox/1/retry"),
+    ],
+)
+async def test_every_route_wants_the_token(
+    bridge: Bridge, method: str, path: str
+) -> None:
+    connection = (await post_connection(bridge)).json()
+    answer = await bridge.web.request(method, path, headers={"Authorization": "x"})
+    assert answer.status_code == 401
+    shown = await bridge.web.get(f"/admin/connections/{connection['id']}", headers=AUTH)
+    assert shown.json() == connection  # nothing was done
     assert set(answer.json()) == {"error", "detail"}
 
 
