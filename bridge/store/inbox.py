@@ -115,24 +115,27 @@ class _Sql:
     """The ingest statements in one dialect's parameter style."""
 
     mark: str
-    insert: str
     to_db: Callable[[datetime | None], object]
 
     def marks(self, count: int) -> str:
         return ", ".join([self.mark] * count)
 
+    def insert(self, rows: int) -> str:
+        """One statement for `rows` rows: the driver steps it once, where
+        executemany would step (and hand the GIL back and forth) once per row."""
+        row = f"({self.marks(len(_COLUMNS))})"
+        return (
+            f"INSERT INTO inbox ({', '.join(_COLUMNS)}) "  # noqa: S608
+            f"VALUES {', '.join([row] * rows)} "
+            "ON CONFLICT (dedupe_key) DO NOTHING"
+        )
+
 
 @cache
 def _sql(dialect: Dialect) -> _Sql:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    # Only placeholders and our own column names are interpolated (S608 below).
-    insert = (
-        f"INSERT INTO inbox ({', '.join(_COLUMNS)}) "  # noqa: S608
-        f"VALUES ({', '.join([mark] * len(_COLUMNS))}) "
-        "ON CONFLICT (dedupe_key) DO NOTHING"
-    )
     to_db = inbox.c.received_at.type.bind_processor(dialect) or (lambda value: value)
-    return _Sql(mark, insert, to_db)
+    return _Sql(mark, to_db)
 
 
 def _matches(
@@ -225,5 +228,6 @@ def ingest(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[O
             outcomes.append(Outcome.DUPLICATE)
     if rows:
         # DO NOTHING covers a copy committed by another process since the SELECT.
-        conn.exec_driver_sql(sql.insert, rows)
+        flat = tuple(value for row in rows for value in row)
+        conn.exec_driver_sql(sql.insert(len(rows)), flat)
     return outcomes
