@@ -176,6 +176,15 @@ class Settings(BaseSettings):
             return None
         return f"{self.bridge_public_url}/graph/lifecycle"
 
+    def secret_values(self) -> list[str]:
+        """The configured secrets, which no log line may contain."""
+        secrets = (
+            self.graph_client_secret,
+            self.nexudus_password,
+            self.bridge_admin_token,
+        )
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
     def missing(self, capability: Capability) -> list[str]:
         """The unset variables that `capability` needs, in the contract's names."""
         needed: dict[Capability, dict[str, object]] = {

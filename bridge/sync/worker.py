@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
 
-from bridge import metrics
+from bridge import logs, metrics
 from bridge.settings import Settings
 from bridge.store import connections, db, queue
 from bridge.store.queue import Claim
@@ -157,6 +157,8 @@ class Worker:
     # -- acting and settling -------------------------------------------------------
 
     async def _act(self, claim: Claim) -> None:
+        # Each action is a task of its own, so this labels its log lines only.
+        logs.bind(connection_id=claim.connection_id, item_ids=claim.ids)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._lease.total_seconds() * ACTION_SHARE):
