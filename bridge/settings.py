@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(900.0, alias="BRIDGE_RETRY_MAX_SECONDS", gt=0)
     lease_seconds: float = Field(300.0, alias="BRIDGE_LEASE_SECONDS", ge=1)
     worker_concurrency: int = Field(8, alias="BRIDGE_WORKER_CONCURRENCY", ge=1, le=256)
+    # `bridge worker` has no web app: with a port set it serves /metrics there.
+    metrics_port: int | None = Field(None, alias="BRIDGE_METRICS_PORT", ge=1, le=65535)
 
     graph_tenant_id: str | None = Field(None, alias="GRAPH_TENANT_ID")
     graph_client_id: str | None = Field(None, alias="GRAPH_CLIENT_ID")
@@ -98,6 +100,7 @@ class Settings(BaseSettings):
         "nexudus_username",
         "nexudus_password",
         "bridge_admin_token",
+        "metrics_port",
         mode="before",
     )
     @classmethod
