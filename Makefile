@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench-ingest bench-drain clean
+.PHONY: run test lint typecheck pytest bench-ingest bench-drain bench-coldstart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench-ingest: $(STAMP)
 
 bench-drain: $(STAMP)
 	$(BIN)/python -m bench.drain
+
+bench-coldstart: $(STAMP)
+	$(BIN)/python -m bench.coldstart --runs 10
+	$(BIN)/python -m bench.coldstart --runs 10 --no-worker
 
 clean:
 	rm -rf $(VENV) var/*.db*
