@@ -67,8 +67,14 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        """Replace these values too, wherever they occur."""
+        kept = {*self._secrets, *(s for s in secrets if s)}
         self._secrets = sorted(
-            {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH},
+            (s for s in kept if len(s) >= MIN_SECRET_LENGTH),
             key=len,
             reverse=True,  # a secret that contains another is replaced whole
         )
@@ -107,6 +113,15 @@ class Redactor:
         return self.text(str(value))
 
 
+# One per process, as the logging configuration is.
+_REDACTOR = Redactor()
+
+
+def keep_secret(*values: str | None) -> None:
+    """Values no log line may contain (the configured credentials), from now on."""
+    _REDACTOR.add(*values)
+
+
 def bind(**values: object) -> None:
     """Label every line logged from here on in this task (or thread) with `values`.
 
@@ -124,16 +139,9 @@ def _drop_color_message(
     return event
 
 
-def configure(
-    level: str,
-    fmt: Literal["json", "console"],
-    secrets: Iterable[str | None] = (),
-) -> None:
-    """Route every stdlib logger through one handler on stderr.
-
-    `secrets` are values that must never appear in a line (the configured
-    credentials); they are replaced wherever they occur.
-    """
+def configure(level: str, fmt: Literal["json", "console"]) -> None:
+    """Route every stdlib logger through one handler on stderr; the values given
+    to `keep_secret` are replaced wherever they occur."""
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -152,7 +160,7 @@ def configure(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
             # After the traceback is text, so that it is cleaned too.
-            Redactor(secrets),
+            _REDACTOR,
             renderer,
         ],
     )

@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge import logs
+
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 Capability = Literal["graph", "nexudus", "public_url"]
@@ -215,8 +217,14 @@ def _one_line(error: ValidationError) -> str:
 
 
 def load() -> Settings:
-    """Read the settings, or raise ConfigError with one line naming the variable."""
+    """Read the settings, or raise ConfigError with one line naming the variable.
+
+    The credentials read are handed to the log redactor at once, so that no line
+    logged afterwards can contain them.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         raise ConfigError(_one_line(error)) from None
+    logs.keep_secret(*settings.secret_values())
+    return settings

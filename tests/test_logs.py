@@ -82,7 +82,8 @@ def test_the_redactor_cleans_fields_by_name_and_by_value() -> None:
 def test_lines_are_json_with_the_bound_context_and_no_secret(
     configured: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    logs.configure("debug", "json", [SECRET])
+    logs.keep_secret(SECRET)
+    logs.configure("debug", "json")
     log = logging.getLogger("bridge.test")
     with structlog.contextvars.bound_contextvars(request_id="r-1"):
         log.info("with %s", "context", extra={"connection_id": 7})
@@ -107,7 +108,7 @@ async def test_every_answer_has_a_request_id_that_labels_its_log_lines(
     capsys: pytest.CaptureFixture[str],
     client: httpx.AsyncClient,
 ) -> None:
-    logs.configure("info", "json", [SECRET])
+    logs.configure("info", "json")
     answer = await client.post("/graph/notifications", content=b"{}")
     generated = answer.headers["request-id"]
     assert len(generated) == 32

@@ -39,9 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_module.load()
         from bridge import logs
 
-        logs.configure(
-            settings.log_level, settings.log_format, settings.secret_values()
-        )
+        logs.configure(settings.log_level, settings.log_format)
         handler(settings, args)
     except (UserError, settings_module.ConfigError) as problem:
         print(f"bridge: {problem}", file=sys.stderr)  # noqa: T201
