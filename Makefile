@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench-ingest bench-drain bench-coldstart clean
+.PHONY: run test lint typecheck pytest bench-ingest bench-drain clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,7 @@ bench-ingest: $(STAMP)
 bench-drain: $(STAMP)
 	$(BIN)/python -m bench.drain
 
+.PHONY: bench-coldstart
 bench-coldstart: $(STAMP)
 	$(BIN)/python -m bench.coldstart --runs 10
 	$(BIN)/python -m bench.coldstart --runs 10 --no-worker
