@@ -37,5 +37,10 @@ bench-ingest: $(STAMP)
 bench-drain: $(STAMP)
 	$(BIN)/python -m bench.drain
 
+.PHONY: bench-coldstart
+bench-coldstart: $(STAMP)
+	$(BIN)/python -m bench.coldstart --runs 10
+	$(BIN)/python -m bench.coldstart --runs 10 --no-worker
+
 clean:
 	rm -rf $(VENV) var/*.db*

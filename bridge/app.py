@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from bridge.settings import Settings
 from bridge.store.writer import InboxWriter
 from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
 from bridge.web import admin, health, notifications
+from bridge.web.request_id import RequestIdMiddleware
 
 
 def create_app(
@@ -50,4 +52,8 @@ def create_app(
         *health.readiness_routes(settings, engine),
         *admin.admin_routes(settings, engine, clients, worker.wake if worker else None),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+    )

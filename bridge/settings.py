@@ -20,6 +20,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge import logs
+
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 Capability = Literal["graph", "nexudus", "public_url"]
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     retry_max_seconds: float = Field(900.0, alias="BRIDGE_RETRY_MAX_SECONDS", gt=0)
     lease_seconds: float = Field(300.0, alias="BRIDGE_LEASE_SECONDS", ge=1)
     worker_concurrency: int = Field(8, alias="BRIDGE_WORKER_CONCURRENCY", ge=1, le=256)
+    # `bridge worker` has no web app: with a port set it serves /metrics there.
+    metrics_port: int | None = Field(None, alias="BRIDGE_METRICS_PORT", ge=1, le=65535)
 
     graph_tenant_id: str | None = Field(None, alias="GRAPH_TENANT_ID")
     graph_client_id: str | None = Field(None, alias="GRAPH_CLIENT_ID")
@@ -98,6 +102,7 @@ class Settings(BaseSettings):
         "nexudus_username",
         "nexudus_password",
         "bridge_admin_token",
+        "metrics_port",
         mode="before",
     )
     @classmethod
@@ -176,6 +181,15 @@ class Settings(BaseSettings):
             return None
         return f"{self.bridge_public_url}/graph/lifecycle"
 
+    def secret_values(self) -> list[str]:
+        """The configured secrets, which no log line may contain."""
+        secrets = (
+            self.graph_client_secret,
+            self.nexudus_password,
+            self.bridge_admin_token,
+        )
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
     def missing(self, capability: Capability) -> list[str]:
         """The unset variables that `capability` needs, in the contract's names."""
         needed: dict[Capability, dict[str, object]] = {
@@ -203,8 +217,14 @@ def _one_line(error: ValidationError) -> str:
 
 
 def load() -> Settings:
-    """Read the settings, or raise ConfigError with one line naming the variable."""
+    """Read the settings, or raise ConfigError with one line naming the variable.
+
+    The credentials read are handed to the log redactor at once, so that no line
+    logged afterwards can contain them.
+    """
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as error:
         raise ConfigError(_one_line(error)) from None
+    logs.keep_secret(*settings.secret_values())
+    return settings

@@ -6,12 +6,13 @@ import argparse
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import uvicorn
 
-from bridge.cli.common import open_database
+from bridge.cli.common import UserError, open_database
 from bridge.settings import Settings
 from bridge.sync.upstreams import Upstreams
 
@@ -83,9 +84,27 @@ def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
 def worker_command(settings: Settings, _args: argparse.Namespace) -> None:
     engine = open_database(settings)
     try:
-        asyncio.run(_work(engine, settings))
+        stop_metrics = _serve_metrics(engine, settings.metrics_port)
+        try:
+            asyncio.run(_work(engine, settings))
+        finally:
+            stop_metrics()
     finally:
         engine.dispose()
+
+
+def _serve_metrics(engine: Engine, port: int | None) -> Callable[[], None]:
+    from bridge.web.health import start_metrics_server
+
+    if port is None:
+        return lambda: None
+    try:
+        return start_metrics_server(engine, port)
+    except OSError as error:
+        raise UserError(
+            f"cannot serve metrics on BRIDGE_METRICS_PORT={port}: "
+            f"{error.strerror or error}"
+        ) from None
 
 
 async def _work(engine: Engine, settings: Settings) -> None:

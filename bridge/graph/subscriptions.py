@@ -66,6 +66,8 @@ def new_client_state() -> str:
 class GraphClient(UpstreamClient):
     """Subscriptions and calendars, against one Graph base URL."""
 
+    upstream = "graph"
+
     def __init__(
         self,
         api_url: str,
@@ -119,6 +121,7 @@ class GraphClient(UpstreamClient):
                     "POST",
                     "/subscriptions",
                     action,
+                    operation="create_subscription",
                     mailbox=mailbox_of(resource),
                     json=body,
                     headers={"Prefer": 'IdType="ImmutableId"'},
@@ -152,6 +155,7 @@ class GraphClient(UpstreamClient):
                     "PATCH",
                     path,
                     action,
+                    operation="renew_subscription",
                     mailbox=self._mailboxes.get(subscription_id),
                     json={"expirationDateTime": format_datetime(asked)},
                 )
@@ -173,6 +177,7 @@ class GraphClient(UpstreamClient):
                 "DELETE",
                 f"/subscriptions/{quote(subscription_id, safe='')}",
                 action,
+                operation="delete_subscription",
                 mailbox=self._mailboxes.get(subscription_id),
             )
         except NotFound:
@@ -184,7 +189,9 @@ class GraphClient(UpstreamClient):
         found: list[Subscription] = []
         url = f"{self._api}/subscriptions"
         for _ in range(_MAX_PAGES):
-            answer = await self._send("GET", url, "list subscriptions")
+            answer = await self._send(
+                "GET", url, "list subscriptions", operation="list_subscriptions"
+            )
             page = _json(answer, "list subscriptions")
             items = page.get("value")
             if not isinstance(items, list):
@@ -220,6 +227,7 @@ class GraphClient(UpstreamClient):
             "GET",
             path,
             f"get {action}",
+            operation="get_calendar",
             mailbox=user_id.lower(),
             params={"$select": "id,name"},
         )
@@ -262,6 +270,7 @@ class GraphClient(UpstreamClient):
         path_or_url: str,
         action: str,
         *,
+        operation: str,
         mailbox: str | None = None,
         json: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
@@ -283,8 +292,13 @@ class GraphClient(UpstreamClient):
                     **(headers or {}),
                 }
                 try:
-                    answer = await self._http.request(
-                        method, url, json=json, headers=request_headers, params=params
+                    answer = await self._request(
+                        operation,
+                        method,
+                        url,
+                        json=json,
+                        headers=request_headers,
+                        params=params,
                     )
                 except httpx.TimeoutException:
                     raise TransportFailure(

@@ -29,7 +29,7 @@ from bridge.graph._errors import (
     TransportFailure,
     Unavailable,
 )
-from bridge.upstream import retry_after_seconds, tls_verify
+from bridge.upstream import count_call, retry_after_seconds, tls_verify
 
 logger = logging.getLogger(__name__)
 
@@ -121,9 +121,26 @@ class _MsalHttp:
             extra["content"] = data
         elif data is not None:
             extra["data"] = dict(data)
-        response = self._client.request(
-            method, url, params=params, headers=clean, **extra
-        )
+        started = time.perf_counter()
+        answer: int | str = "error"
+        try:
+            response = self._client.request(
+                method, url, params=params, headers=clean, **extra
+            )
+            answer = response.status_code
+        except httpx.TimeoutException:
+            answer = "timeout"
+            raise
+        finally:
+            # msal reads the OpenID configuration (GET) and asks for tokens (POST).
+            operation = "discovery" if method == "GET" else "token"
+            count_call(
+                "identity",
+                operation,
+                answer,
+                time.perf_counter() - started,
+                throttled=answer == 429,
+            )
         logger.debug(
             "identity authority %s %s -> %s", method, url, response.status_code
         )

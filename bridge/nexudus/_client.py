@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +31,14 @@ CALENDARS = "/api/spaces/coworkermsofficecalendars"
 TOKEN_PATH = "/api/token"  # noqa: S105 (a route, not a secret)
 ENTITY = "CoworkerMsOfficeCalendar"
 THROTTLE_STATUSES = frozenset({409, 429})
+# The `operation` label of each call in the metrics.
+OPERATIONS = {
+    "List": "list_calendars",
+    "Read": "get_calendar",
+    "Create": "create_calendar",
+    "Edit": "update_calendar",
+    "Delete": "delete_calendar",
+}
 # A runaway pager (a server that always claims another page) must end.
 MAX_PAGES = 10_000
 
@@ -55,6 +62,9 @@ class NexudusClient(UpstreamClient):
     Server errors and transport failures are never retried here: a timed-out
     write may have been applied, and only the caller knows how to check.
     """
+
+    upstream = "nexudus"
+    throttle_statuses = THROTTLE_STATUSES
 
     def __init__(
         self,
@@ -215,6 +225,7 @@ class NexudusClient(UpstreamClient):
         while True:
             token = await self._auth.token()
             response = await self._exchange(
+                OPERATIONS[action],
                 method,
                 path,
                 write=write,
@@ -244,6 +255,7 @@ class NexudusClient(UpstreamClient):
 
     async def _post_token_form(self, form: Mapping[str, str]) -> httpx.Response:
         return await self._exchange(
+            "token",
             "POST",
             TOKEN_PATH,
             write=False,
@@ -253,6 +265,7 @@ class NexudusClient(UpstreamClient):
 
     async def _exchange(
         self,
+        operation: str,
         method: str,
         path: str,
         *,
@@ -267,7 +280,13 @@ class NexudusClient(UpstreamClient):
         while True:
             await self._pacer.acquire(write=write)
             response = await self._send(
-                method, path, headers=headers, params=params, json=json, data=data
+                operation,
+                method,
+                path,
+                headers=headers,
+                params=params,
+                json=json,
+                data=data,
             )
             status = response.status_code
             if status not in THROTTLE_STATUSES:
@@ -300,6 +319,7 @@ class NexudusClient(UpstreamClient):
 
     async def _send(
         self,
+        operation: str,
         method: str,
         path: str,
         *,
@@ -310,17 +330,16 @@ class NexudusClient(UpstreamClient):
     ) -> httpx.Response:
         what = f"Nexudus {method} {path}"
         try:
-            # httpx times each phase; this bounds the whole call, and also
-            # covers transports that ignore httpx timeouts (ASGI).
-            async with asyncio.timeout(self._timeout):
-                return await self._http.request(
-                    method,
-                    self._base_url + path,
-                    headers={"Accept": "application/json", **headers},
-                    params=params,
-                    json=json,
-                    data=data,
-                )
+            return await self._request(
+                operation,
+                method,
+                self._base_url + path,
+                deadline=self._timeout,
+                headers={"Accept": "application/json", **headers},
+                params=params,
+                json=json,
+                data=data,
+            )
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise TimedOut(f"{what}: no answer within {self._timeout:g}s") from exc
         except httpx.TransportError as exc:

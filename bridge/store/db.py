@@ -20,13 +20,17 @@ T = TypeVar("T")
 
 
 def create(url: str) -> Engine:
-    """An engine for `url`; a SQLite file's folder is created when missing."""
+    """An engine for `url`; a SQLite file's folder is created when missing.
+
+    Its errors never quote the statement's parameters (`hide_parameters`): a
+    notification's raw body holds its clientState, and errors end up in logs.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine

@@ -9,6 +9,7 @@ after the items are committed" holds, with one fsync per batch instead of per re
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +66,11 @@ class InboxWriter:
         if not items:
             return []
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="inbox-writer")
+            # A context of its own: it outlives the request that started it, whose
+            # request id must not label every batch after.
+            self._task = asyncio.create_task(
+                self._run(), name="inbox-writer", context=contextvars.Context()
+            )
         request = _Request(items, asyncio.get_running_loop().create_future())
         self._queue.append(request)
         self._wake.set()

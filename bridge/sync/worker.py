@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from bridge import metrics
+from bridge import logs, metrics
 from bridge.settings import Settings
 from bridge.store import db, queue
 from bridge.store.queue import Claim
@@ -134,6 +134,8 @@ class Worker:
     # -- acting -------------------------------------------------------------------
 
     async def _act(self, claim: Claim) -> None:
+        # Each action is a task of its own, so this labels its log lines only.
+        logs.bind(connection_id=claim.connection_id, item_ids=claim.ids)
         started = time.perf_counter()
         try:
             turn = await self._runner.turn(self.id, claim)

@@ -1,24 +1,64 @@
-"""`/healthz` (liveness, no I/O), `/readyz` (readiness, named checks), `/metrics`."""
+"""`/healthz` (liveness, no I/O), `/readyz` (readiness, named checks), `/metrics`.
+
+`/metrics` is open, as the contract has it (only `/admin` takes a token): its
+series carry counts, states and timings, never an id, an address or a secret.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import anyio.to_thread
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest, start_http_server
+from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import Engine, text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.settings import Capability, Settings
-from bridge.store import migrate
+from bridge.store import db, migrate, stats
 
 
 async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def metrics(_request: Request) -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+def exposition(engine: Engine) -> CollectorRegistry:
+    """The registry a `/metrics` answer is rendered from, database gauges included."""
+
+    def snapshot() -> stats.Snapshot:
+        with db.reading(engine) as conn:
+            return stats.read(conn)
+
+    return metrics.exposition(metrics.DatabaseCollector(snapshot))
+
+
+def metrics_route(engine: Engine) -> Callable[[Request], Awaitable[Response]]:
+    registry = exposition(engine)
+
+    async def endpoint(_request: Request) -> Response:
+        # Off the event loop: the database gauges are read while rendering, and
+        # the loop must stay free for Graph's handshakes and notifications.
+        body = await anyio.to_thread.run_sync(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
+
+
+def start_metrics_server(engine: Engine, port: int) -> Callable[[], None]:
+    """`/metrics` on `port` (all interfaces) in a thread, for `bridge worker`, which
+    has no web app; returns the function that stops it. OSError when the port is
+    taken."""
+    server, thread = start_http_server(port, registry=exposition(engine))
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    return stop
 
 
 def database_check(engine: Engine) -> str:
@@ -55,5 +95,5 @@ def readiness_routes(settings: Settings, engine: Engine) -> list[Route]:
     return [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
-        Route("/metrics", metrics),
+        Route("/metrics", metrics_route(engine)),
     ]

@@ -150,6 +150,7 @@ class NotificationEndpoint:
         try:
             body = await read_capped(scope, receive, self._max_body_bytes)
         except BodyTooLarge:
+            metrics.NOTIFICATIONS.labels("unknown", "rejected").inc()
             return error(413, f"body is larger than {self._max_body_bytes} bytes")
         try:
             received = parse(body)

@@ -100,7 +100,7 @@ class FakeAuthority:
     that the token endpoint answers with instead of a token), `outage` (a status
     such as 503 or 429 for the token endpoint, with `outage_retry_after`), `roles`
     (granted to tokens issued from now on), `revoke_tokens()`. Observations:
-    `token_requests`, `discovery_requests`, `grant_for(token)`.
+    `token_requests`, `discovery_requests`, `issued_tokens`, `grant_for(token)`.
     """
 
     tenant_id: str = "5e0b2c7d-91a4-4f36-8d2e-a7c9b14f3e60"
@@ -115,6 +115,7 @@ class FakeAuthority:
     outage_retry_after: str | None = None
     token_requests: int = 0
     discovery_requests: int = 0
+    issued_tokens: list[str] = field(default_factory=list)
     _grants: dict[str, Grant] = field(default_factory=dict, repr=False)
 
     @property
@@ -201,6 +202,7 @@ class FakeAuthority:
             facts["resource"] = scope.removesuffix("/.default")
             return _aadsts(500011, **facts)
         token = secrets.token_urlsafe(32)
+        self.issued_tokens.append(token)
         self._grants[token] = Grant(
             tenant_id=self.tenant_id,
             client_id=client_id,

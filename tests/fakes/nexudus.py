@@ -191,6 +191,8 @@ class FakeNexudus:
         self.records: dict[int, dict[str, Any]] = {}
         self.coworker_names: dict[int, str] = {}
         self.calls: list[Call] = []
+        # Every access and refresh token handed out, live or not.
+        self.issued_tokens: list[str] = []
         self._ids = itertools.count(87654321)
         self._access: dict[str, _Access] = {}
         self._refresh: dict[tuple[str, str], _Refresh] = {}
@@ -477,6 +479,7 @@ class FakeNexudus:
         now = self.clock.monotonic()
         access = secrets.token_urlsafe(24)
         refresh = secrets.token_urlsafe(24)
+        self.issued_tokens += [access, refresh]
         self._access[access] = _Access(user, now + self.token_lifetime)
         # One refresh token per client_id: this replaces (invalidates) the old one.
         self._refresh[(user, client_id)] = _Refresh(
