@@ -20,6 +20,7 @@ from datetime import datetime
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
 
+from bridge import logs
 from bridge.settings import Settings
 from bridge.store import connections as store
 from bridge.store import db, queue
@@ -92,6 +93,8 @@ class Operator:
         return await self._take_turn(connection_id, item_id)
 
     async def _take_turn(self, connection_id: int, item_id: int) -> Outcome:
+        # The caller's task (an admin request, a command) is about this connection.
+        logs.bind(connection_id=connection_id, item_ids=[item_id])
         deadline = time.monotonic() + self._busy_wait
         while True:
             claims = await db.write(
