@@ -42,6 +42,12 @@ class Dead:
 Verdict = Retry | Wait | Dead
 
 
+def _said(upstream: str, error: BaseException) -> str:
+    """The error's message, naming the upstream once."""
+    text = str(error)
+    return text if text.startswith(upstream) else f"{upstream}: {text}"
+
+
 def verdict(error: BaseException) -> Verdict:
     match error:
         case Unconfigured():
@@ -49,32 +55,32 @@ def verdict(error: BaseException) -> Verdict:
         case graph_errors.TokenError():
             return Wait(str(error))
         case nexudus.Unauthorized():
-            return Wait(f"Nexudus: {error}")
+            return Wait(_said("Nexudus", error))
         case nexudus.Throttled(retry_after=seconds):
-            return Retry(f"Nexudus: {error}", seconds)
+            return Retry(_said("Nexudus", error), seconds)
         case nexudus.RetryLater():
-            return Retry(f"Nexudus: {error}")
+            return Retry(_said("Nexudus", error))
         case nexudus.ValidationFailed(field_errors=fields) if fields:
             detail = "; ".join(f"{name}: {message}" for name, message in fields)
             return Dead(f"Nexudus refused the record: {detail}")
         case nexudus.GiveUp():
-            return Dead(f"Nexudus: {error}")
+            return Dead(_said("Nexudus", error))
         case graph_errors.Throttled(retry_after=seconds):
-            return Retry(f"Graph: {error}", seconds)
+            return Retry(_said("Graph", error), seconds)
         case graph_errors.RetryLater():
-            return Retry(f"Graph: {error}")
+            return Retry(_said("Graph", error))
         # Graph could not reach our notification URL during the handshake: a
         # deploy in progress or a network problem on our side, which passes.
         case graph_errors.ValidationFailed():
-            return Retry(f"Graph: {error}")
+            return Retry(_said("Graph", error))
         # Consent revoked: the connection is marked `unauthorized`, and retried
         # with backoff in case consent is granted again.
         case graph_errors.SubscriptionLimitReached():
-            return Dead(f"Graph: {error}")
+            return Dead(_said("Graph", error))
         case graph_errors.Unauthorized() | graph_errors.Forbidden():
-            return Retry(f"Graph: {error}")
+            return Retry(_said("Graph", error))
         case graph_errors.GiveUp():
-            return Dead(f"Graph: {error}")
+            return Dead(_said("Graph", error))
         case TimeoutError():
             return Retry("the action did not finish within its lease")
         case _:

@@ -192,7 +192,7 @@ async def test_out_of_attempts_is_dead(tmp_path: Path) -> None:
 
         item = only_item(bridge, connection)
         assert (item["state"], item["attempts"]) == ("dead", 3)
-        assert item["last_error"].startswith("out of attempts (3): Nexudus: ")
+        assert item["last_error"].startswith("out of attempts (3): Nexudus ")
         assert "HTTP 503" in item["last_error"]
         assert len(bridge.nexudus.calls_to("GET", record_path(connection))) == 3
         last_error = bridge.connection(connection.id).last_error
@@ -258,7 +258,7 @@ async def test_refused_credentials_wait_without_using_attempts(
         )
         item = only_item(bridge, connection)
         assert (item["state"], item["attempts"]) == ("pending", 0)
-        assert item["last_error"].startswith("Nexudus: ")
+        assert item["last_error"].startswith("Nexudus login refused")
         assert item["next_attempt_at"] > bridge.clock() + timedelta(seconds=30)
         assert bridge.nexudus.records == {}
 
