@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # batch let requests already being parsed join it. A batch is one INSERT statement,
 # so its size costs little; the cap bounds the statement's parameters.
 LINGER_TURNS = 10
-MAX_BATCH_ITEMS = 64
+MAX_BATCH_ITEMS = 12
 
 
 class WriterClosed(RuntimeError):
