@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 
 # Measured with bench/ingest (docs/benchmarks.md): a few loop turns before taking a
-# batch let requests already being parsed join it. A batch is one INSERT statement,
-# so its size costs little; the cap bounds the statement's parameters.
+# batch let requests already being parsed join it; a cap well under the number of
+# clients lets one batch commit while the next one's requests are parsed.
 LINGER_TURNS = 10
 MAX_BATCH_ITEMS = 12
 
