@@ -396,8 +396,12 @@ def enqueue(
         dialect.insert(inbox)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[inbox.c.dedupe_key])
+        # The id, not the rowcount, says whether a row went in: an INSERT that
+        # returns rows has no rowcount on psycopg (-1), and SQLAlchemy adds
+        # RETURNING on PostgreSQL for the primary key anyway.
+        .returning(inbox.c.id)
     )
-    return db.execute(statement).rowcount > 0
+    return db.execute(statement).scalar_one_or_none() is not None
 
 
 def prune(db: Db, before: datetime) -> int:
