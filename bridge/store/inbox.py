@@ -225,9 +225,5 @@ def ingest(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[O
             outcomes.append(Outcome.DUPLICATE)
     if rows:
         # DO NOTHING covers a copy committed by another process since the SELECT.
-        # In key order: two PostgreSQL transactions inserting the same keys (web
-        # processes given copies of one batch) then wait for each other in turn
-        # instead of each holding a key the other one wants (a deadlock).
-        rows.sort(key=lambda row: str(row[-1]))
         conn.exec_driver_sql(sql.insert, rows)
     return outcomes
