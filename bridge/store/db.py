@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,6 +51,15 @@ def _sqlite_begin(conn: Connection) -> None:
     # writing would deadlock, and SQLite answers that with an immediate SQLITE_BUSY.
     mode = "IMMEDIATE" if conn.get_execution_options().get("writing") else "DEFERRED"
     conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """PostgreSQL rolled the transaction back to break a deadlock (SQLSTATE 40P01):
+    nothing of it was written, and it may simply be run again."""
+    return (
+        isinstance(error, DBAPIError)
+        and getattr(error.orig, "sqlstate", None) == "40P01"
+    )
 
 
 @contextmanager
