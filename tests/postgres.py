@@ -119,17 +119,20 @@ class _Account:
 
     def run(self, command: Sequence[str], log: Path) -> None:
         with log.open("ab") as out:
-            result = subprocess.run(
-                command,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                user=self.uid if self.user else None,
-                group=self.gid if self.user else None,
-                extra_groups=[] if self.user else None,
-                # The server's user may not read the caller's working directory.
-                cwd="/",
-                check=False,
-            )
+            try:
+                result = subprocess.run(
+                    command,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    user=self.uid if self.user else None,
+                    group=self.gid if self.user else None,
+                    extra_groups=[] if self.user else None,
+                    # The server's user may not read the caller's working folder.
+                    cwd="/",
+                    check=False,
+                )
+            except OSError as error:  # not there, or not for the server's user
+                raise Unavailable(f"cannot run {command[0]}: {error}") from None
         if result.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:]
             raise Unavailable(f"`{' '.join(command)}` failed:\n{tail}")
@@ -218,7 +221,7 @@ def main(argv: Sequence[str]) -> int:
     if not argv:
         _say("usage: python -m tests.postgres COMMAND [ARG...]")
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     try:
         with cluster() as url:
@@ -229,6 +232,8 @@ def main(argv: Sequence[str]) -> int:
     except Unavailable as error:
         _say(f"PostgreSQL is not available, so the PostgreSQL run FAILS: {error}")
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
