@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck pytest bench-ingest bench-drain clean
+.PHONY: run demo test lint typecheck pytest pytest-sqlite pytest-postgres \
+	bench-ingest bench-drain bench-coldstart clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +27,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
-	$(BIN)/pytest
+# The whole suite on each database the service supports.
+pytest: pytest-sqlite pytest-postgres
+
+# Emptied so that a server named in the developer's shell does not take over.
+pytest-sqlite: $(STAMP)
+	BRIDGE_TEST_DATABASE_URL= $(BIN)/pytest
+
+# On a throwaway PostgreSQL cluster that tests/postgres.py installs (if need be),
+# starts and stops; it fails, never skips, when PostgreSQL cannot start.
+pytest-postgres: $(STAMP)
+	$(BIN)/python -m tests.postgres $(BIN)/pytest
 
 test: lint typecheck pytest
 
@@ -37,7 +47,6 @@ bench-ingest: $(STAMP)
 bench-drain: $(STAMP)
 	$(BIN)/python -m bench.drain
 
-.PHONY: bench-coldstart
 bench-coldstart: $(STAMP)
 	$(BIN)/python -m bench.coldstart --runs 10
 	$(BIN)/python -m bench.coldstart --runs 10 --no-worker

@@ -125,7 +125,7 @@ async def demo(workdir: Path) -> None:
         print(f"  identity authority  {fakes.authority_url}")
         print(f"  Microsoft Graph     {fakes.graph_url}")
         print(f"  Nexudus             {fakes.nexudus_url}")
-        bridge = Bridge(workdir, fakes, ca)
+        bridge = Bridge(workdir, f"sqlite:///{workdir / 'bridge.db'}", fakes, ca)
         try:
             await bridge.start()
             say(f"bridge serve is up at {bridge.url} (SQLite: {workdir / 'bridge.db'})")

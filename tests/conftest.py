@@ -1,7 +1,12 @@
-"""Fixtures shared by every test: isolated settings, a migrated database, the app."""
+"""Fixtures shared by every test: isolated settings, a migrated database, the app.
+
+The database is SQLite, or PostgreSQL when `BRIDGE_TEST_DATABASE_URL` is set (see
+tests/databases.py); `make test` runs the suite once on each.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,7 +17,9 @@ from starlette.applications import Starlette
 
 from bridge.app import create_app
 from bridge.settings import Settings
-from bridge.store import db, migrate
+from bridge.store import db
+from tests.databases import Databases, open_databases
+from tests.postgres import ENVIRONMENT_VARIABLE
 from tests.seeds import seed_fixture_connections
 
 # Variables that would make a test depend on the machine it runs on.
@@ -29,15 +36,34 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def pytest_report_header() -> str:
+    server = os.environ.get(ENVIRONMENT_VARIABLE)
+    return f"database: {'PostgreSQL at ' + server if server else 'SQLite'}"
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    found = open_databases(tmp_path_factory.mktemp("databases"))
+    yield found
+    found.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(DATABASE_URL=f"sqlite:///{tmp_path / 'bridge.db'}")
+def database_url(databases: Databases, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own, migrated and empty."""
+    url = databases.fresh(tmp_path)
+    yield url
+    databases.discard(url)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(DATABASE_URL=database_url)
 
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = db.create(settings.database_url)
-    migrate.upgrade(engine)
     seed_fixture_connections(engine)
     yield engine
     engine.dispose()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bridge.store import migrate
+from tests.databases import Databases
 from tests.processes import run_bridge, serving
 
 
@@ -134,3 +135,24 @@ def test_worker_waits_without_configuration_and_stops_on_sigterm(
     assert time.monotonic() - started < 5
     assert "worker stopped" in process.stdout.read()
     process.stdout.close()
+
+
+def test_a_new_database_is_migrated_by_the_release_phase_then_served(
+    databases: Databases, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": databases.fresh(tmp_path, migrated=False)}
+    # PostgreSQL: the release phase migrates, the processes only check (SQLite:
+    # `bridge serve` migrates the schema itself).
+    postgres = databases.backend == "postgresql"
+    for command in (["serve", "--no-worker"], ["worker"]) if postgres else ():
+        refused = run_bridge(*command, cwd=tmp_path, env=env)
+        assert refused.returncode != 0
+        assert refused.stderr.strip().splitlines() == [
+            "bridge: the database schema is not up to date: run `bridge migrate`"
+        ]
+    released = run_bridge("migrate", cwd=tmp_path, env=env)
+    assert released.returncode == 0, released.stderr
+    assert f"upgraded: empty -> {migrate.head()}" in released.stdout
+    with serving(tmp_path, env, "--no-worker") as (base, _process):
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.json()["checks"]["database"] == "ok"

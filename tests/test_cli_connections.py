@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bridge.store import db, migrate
+from bridge.store import db
 from bridge.store.schema import inbox, utcnow
 from tests.processes import run_bridge
 from tests.seeds import (
@@ -16,12 +16,10 @@ from tests.seeds import (
 )
 
 
-def seeded(tmp_path: Path) -> dict[str, str]:
-    """A database with connections A and B and one dead item for A."""
-    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+def seeded(url: str) -> dict[str, str]:
+    """The database at `url` with connections A and B and one dead item for A."""
     engine = db.create(url)
     try:
-        migrate.upgrade(engine)
         ids = seed_fixture_connections(engine)
         with db.writing(engine) as conn:
             conn.execute(
@@ -42,8 +40,8 @@ def seeded(tmp_path: Path) -> dict[str, str]:
     return {"DATABASE_URL": url}
 
 
-def test_connections_list_and_show(tmp_path: Path) -> None:
-    env = seeded(tmp_path)
+def test_connections_list_and_show(tmp_path: Path, database_url: str) -> None:
+    env = seeded(database_url)
     listed = run_bridge("connections", "list", "--json", cwd=tmp_path, env=env)
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)
@@ -61,8 +59,8 @@ def test_connections_list_and_show(tmp_path: Path) -> None:
     assert (none.returncode, none.stderr) == (1, "bridge: no connection 999\n")
 
 
-def test_inbox_list_and_retry(tmp_path: Path) -> None:
-    env = seeded(tmp_path)
+def test_inbox_list_and_retry(tmp_path: Path, database_url: str) -> None:
+    env = seeded(database_url)
     dead = run_bridge(
         "inbox", "list", "--state", "dead", "--json", cwd=tmp_path, env=env
     )

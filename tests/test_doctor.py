@@ -35,7 +35,7 @@ def test_ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
 
 
 @pytest.fixture
-async def upstreams(test_ca: TestCA, tmp_path: Path) -> AsyncIterator[Upstreams]:
+async def upstreams(test_ca: TestCA, database_url: str) -> AsyncIterator[Upstreams]:
     nexudus, authority = FakeNexudus(), FakeAuthority()
     async with (
         serve(nexudus.app) as nexudus_url,
@@ -45,7 +45,7 @@ async def upstreams(test_ca: TestCA, tmp_path: Path) -> AsyncIterator[Upstreams]
             nexudus,
             authority,
             {
-                "DATABASE_URL": f"sqlite:///{tmp_path / 'bridge.db'}",
+                "DATABASE_URL": database_url,
                 "SSL_CERT_FILE": str(test_ca.ca_file),
                 "NEXUDUS_API_URL": nexudus_url,
                 "NEXUDUS_USERNAME": USERNAME,
@@ -127,7 +127,7 @@ def test_without_configuration_every_check_says_what_to_set(tmp_path: Path) -> N
 
 async def test_all_good(upstreams: Upstreams, tmp_path: Path) -> None:
     database = {"DATABASE_URL": upstreams.env["DATABASE_URL"]}
-    # `bridge serve` migrates the SQLite database that doctor then finds up to date.
+    # A migrated database (on PostgreSQL `bridge serve` would refuse any other).
     with serving(tmp_path, database, "--no-worker") as (base, _process):
         env = {**upstreams.env, "BRIDGE_PUBLIC_URL": base}
         result = await doctor(tmp_path, env)
@@ -155,7 +155,6 @@ async def test_wrong_credentials_an_old_schema_and_no_bridge(
     upstreams: Upstreams, tmp_path: Path
 ) -> None:
     engine = db.create(upstreams.env["DATABASE_URL"])
-    migrate.upgrade(engine)
     with db.writing(engine) as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     engine.dispose()

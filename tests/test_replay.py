@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from tests.databases import Databases
 from tests.fakes.server import serve
 from tests.processes import free_port, run_bridge, serving
 
@@ -29,12 +30,17 @@ def _one_stderr_line(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def bridge(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases
+) -> Iterator[str]:
     """One `bridge serve` for the module: replaying only adds ignored items."""
     workdir = tmp_path_factory.mktemp("bridge")
-    env = {"DATABASE_URL": f"sqlite:///{workdir / 'bridge.db'}"}
-    with serving(workdir, env, "--no-worker") as (base, _process):
-        yield base
+    url = databases.fresh(workdir)
+    try:
+        with serving(workdir, {"DATABASE_URL": url}, "--no-worker") as (base, _):
+            yield base
+    finally:
+        databases.discard(url)
 
 
 def test_fixtures_get_the_endpoint_answers_and_failures_show_the_body(

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -56,6 +57,15 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def is_deadlock(error: BaseException) -> bool:
+    """PostgreSQL rolled the transaction back to break a deadlock (SQLSTATE 40P01):
+    nothing of it was written, and it may simply be run again."""
+    return (
+        isinstance(error, DBAPIError)
+        and getattr(error.orig, "sqlstate", None) == "40P01"
+    )
+
+
 @contextmanager
 def writing(engine: Engine) -> Iterator[Connection]:
     """A transaction that will write: committed on success, rolled back on error."""
@@ -84,7 +94,7 @@ async def write(
         with writing(engine) as conn:
             return fn(conn, *args, **kwargs)
 
-    return await asyncio.to_thread(work)
+    return await _in_thread(work)
 
 
 async def read(
@@ -99,4 +109,24 @@ async def read(
         with reading(engine) as conn:
             return fn(conn, *args, **kwargs)
 
-    return await asyncio.to_thread(work)
+    return await _in_thread(work)
+
+
+async def _in_thread(work: Callable[[], T]) -> T:
+    """`work()` in a thread; a caller cancelled meanwhile waits for it to end.
+
+    A thread cannot be stopped: a transaction it runs commits or rolls back after
+    the cancelled caller has moved on (a worker releasing its leases, say), and
+    its pooled connection comes back after the engine may have been disposed,
+    never to be closed. So the cancellation takes effect once the thread is done.
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(work))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        while not running.done():
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait([running])
+        if not running.cancelled():
+            running.exception()  # the caller is gone; so is the result
+        raise

@@ -4,8 +4,8 @@ A claim takes every pending item of a few connections at once, so the worker act
 once per connection however many notifications arrived (coalescing). A connection
 whose items are leased to a worker is not claimed by another one, so actions on one
 connection never overlap. On PostgreSQL the connection rows are locked with
-`FOR UPDATE SKIP LOCKED` while claiming; on SQLite the claim's `BEGIN IMMEDIATE`
-makes it the only writer.
+`FOR NO KEY UPDATE SKIP LOCKED` while claiming (see `_lock_candidates`); on SQLite
+the claim's `BEGIN IMMEDIATE` makes it the only writer.
 
 Settling (`complete`, `retry`, `bury`, `defer`, `release`) only touches items that
 are still leased to the worker that settles them: a worker whose lease ran out has
@@ -158,10 +158,15 @@ _WINDOW_GROWTH = 8
 
 
 def _candidates(
-    db: Db, now: datetime, connections_max: int, busy: Select[tuple[int | None]]
+    db: Db,
+    now: datetime,
+    connections_max: int,
+    busy: Select[tuple[int | None]],
+    passed: Sequence[int] = (),
 ) -> list[int]:
     """Up to `connections_max` connections with due work and no live lease, those
-    whose work fell due first first (ties: the lower connection id).
+    whose work fell due first first (ties: the lower connection id), leaving out
+    `passed`.
 
     The earliest pending items are read through the (state, next_attempt_at)
     index, a window at a time, until the window shows which connections come
@@ -170,6 +175,8 @@ def _candidates(
     if connections_max < 1:
         return []
     mine = and_(inbox.c.connection_id.is_not(None), inbox.c.connection_id.not_in(busy))
+    if passed:
+        mine = and_(mine, inbox.c.connection_id.not_in(list(passed)))
     # Connections with items of a worker whose lease ran out: few (no more than
     # workers hold), and ordered by all their due items, as the rest are.
     expired = set(
@@ -239,21 +246,10 @@ def claim(
         inbox.c.leased_until >= now,
         inbox.c.connection_id.is_not(None),
     )
-    if only is not None:
-        candidates = [only]
+    if only is None:
+        locked = _lock_candidates(db, now, connections_max, busy)
     else:
-        candidates = _candidates(db, now, connections_max, busy)
-    if not candidates:
-        return []
-    # PostgreSQL: another worker claiming the same connection right now skips it.
-    # (SQLAlchemy renders nothing for SQLite, whose writers are serialised anyway.)
-    locked = list(
-        db.execute(
-            select(connections.c.id)
-            .where(connections.c.id.in_(candidates))
-            .with_for_update(skip_locked=True)
-        ).scalars()
-    )
+        locked = sorted(_lock(db, [only]))
     if not locked:
         return []
     rows = db.execute(
@@ -289,6 +285,50 @@ def claim(
         Claim(connection_id, tuple(sorted(items, key=lambda item: item.id)))
         for connection_id, items in grouped.items()
     ]
+
+
+# Rounds of looking past connections that other workers are claiming right now.
+_LOCK_ROUNDS = 3
+
+
+def _lock_candidates(
+    db: Db, now: datetime, connections_max: int, busy: Select[tuple[int | None]]
+) -> list[int]:
+    """The candidates this claim may take, their connection rows locked until it
+    commits.
+
+    PostgreSQL: workers claiming at the same moment see the same candidates (a
+    claim not yet committed leases nothing they can see), so each locks the rows
+    with SKIP LOCKED and looks past those another worker holds, rather than
+    waiting for it or coming back empty while other work is due. The lock is FOR
+    NO KEY UPDATE: ingest's foreign key checks (FOR KEY SHARE) neither wait for
+    it nor make a claim pass a connection over. SQLAlchemy renders no locking
+    clause for SQLite, whose claims are serialised by BEGIN IMMEDIATE.
+    """
+    locked: list[int] = []
+    passed: list[int] = []
+    for _ in range(_LOCK_ROUNDS):
+        wanted = connections_max - len(locked)
+        candidates = _candidates(db, now, wanted, busy, [*locked, *passed])
+        if not candidates:
+            break
+        taken = _lock(db, candidates)
+        locked += [c for c in candidates if c in taken]
+        passed += [c for c in candidates if c not in taken]
+        if len(taken) == len(candidates):
+            break
+    return locked
+
+
+def _lock(db: Db, candidates: list[int]) -> set[int]:
+    """Lock the connection rows no other claim holds (PostgreSQL); those ids."""
+    return set(
+        db.execute(
+            select(connections.c.id)
+            .where(connections.c.id.in_(candidates))
+            .with_for_update(skip_locked=True, key_share=True)
+        ).scalars()
+    )
 
 
 def _leased(worker: str, ids: Sequence[int]) -> ColumnElement[bool]:
@@ -412,6 +452,8 @@ def enqueue(
         dialect.insert(inbox)
         .values(**values)
         .on_conflict_do_nothing(index_elements=[inbox.c.dedupe_key])
+        # The id, not the rowcount, says whether a row went in: an INSERT that
+        # returns rows has no rowcount on psycopg (-1).
         .returning(inbox.c.id)
     )
     return db.execute(statement).scalar_one_or_none()

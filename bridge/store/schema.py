@@ -46,6 +46,10 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         assert isinstance(value, datetime)
+        if value.tzinfo is not None:
+            # A `timestamptz` (a column altered by hand, or an expression):
+            # PostgreSQL answers in the session's zone, so convert, never relabel.
+            return value.astimezone(UTC)
         return value.replace(tzinfo=UTC)
 
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # clients lets one batch commit while the next one's requests are parsed.
 LINGER_TURNS = 10
 MAX_BATCH_ITEMS = 12
+# Tries of a batch that PostgreSQL rolled back to break a deadlock.
+DEADLOCK_ATTEMPTS = 3
 
 
 class WriterClosed(RuntimeError):
@@ -127,8 +129,18 @@ class InboxWriter:
         return batch
 
     def _commit(self, items: list[Incoming]) -> list[Outcome]:
-        with db.writing(self._engine) as conn:
-            return ingest(conn, items, utcnow())
+        attempt = 1
+        while True:
+            try:
+                with db.writing(self._engine) as conn:
+                    return ingest(conn, items, utcnow())
+            except Exception as error:
+                # PostgreSQL: web processes storing copies of the same items in
+                # different orders wait for each other; the server rolls one back.
+                if attempt >= DEADLOCK_ATTEMPTS or not db.is_deadlock(error):
+                    raise
+                log.info("inbox write met a deadlock; writing again")
+                attempt += 1
 
     def _deliver(self, batch: list[_Request], outcomes: list[Outcome]) -> None:
         start = 0

@@ -26,9 +26,11 @@ async def fakes(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fa
 
 
 @pytest.fixture
-async def bridge(fakes: Fakes, ca: TestCA, tmp_path: Path) -> AsyncIterator[Bridge]:
+async def bridge(
+    fakes: Fakes, ca: TestCA, tmp_path: Path, database_url: str
+) -> AsyncIterator[Bridge]:
     """A harness for `bridge serve`; not started: each test starts it as it needs."""
-    harness = Bridge(tmp_path, fakes, ca)
+    harness = Bridge(tmp_path, database_url, fakes, ca)
     try:
         yield harness
     finally:

@@ -157,12 +157,14 @@ class Bridge:
     whose service is restarted: the subscriptions' URLs keep pointing at it.
     """
 
-    def __init__(self, workdir: Path, fakes: Fakes, ca: TestCA) -> None:
+    def __init__(
+        self, workdir: Path, database_url: str, fakes: Fakes, ca: TestCA
+    ) -> None:
         self.workdir = workdir
         self.fakes = fakes
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = f"sqlite:///{workdir / 'bridge.db'}"
+        self.database_url = database_url
         authority = fakes.authority
         self.env: dict[str, str] = {
             **os.environ,

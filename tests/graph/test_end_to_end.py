@@ -34,13 +34,15 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def bridge_serve(workdir: Path, ca: TestCA) -> AsyncIterator[str]:
+async def bridge_serve(
+    workdir: Path, database_url: str, ca: TestCA
+) -> AsyncIterator[str]:
     """`bridge serve --no-worker` in its own process; yields its base URL."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'bridge.db'}",
+        "DATABASE_URL": database_url,
         "BRIDGE_PUBLIC_URL": base,
         "SSL_CERT_FILE": str(ca.ca_file),
         "BRIDGE_LOG_LEVEL": "warning",
@@ -112,12 +114,13 @@ async def test_bridge_serve_answers_the_handshake_while_we_create(
     make_tokens: Callable[..., GraphTokens],
     trust_ca: TestCA,
     tmp_path: Path,
+    database_url: str,
 ) -> None:
     tokens = make_tokens(scope=scope_for(graph_api))
     expires = datetime.now(UTC) + timedelta(minutes=4200)
 
     async with (
-        bridge_serve(tmp_path, trust_ca) as bridge,
+        bridge_serve(tmp_path, database_url, trust_ca) as bridge,
         GraphClient(graph_api, tokens) as client,
     ):
         made = await client.create_subscription(

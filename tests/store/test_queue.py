@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,8 +13,10 @@ import pytest
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine, select
 
+from bridge.store import connections as store
 from bridge.store import db, queue
-from bridge.store.schema import connections, inbox
+from bridge.store.schema import connections, inbox, utcnow
+from tests.databases import Databases
 from tests.seeds import SUBSCRIPTION_A, SUBSCRIPTION_B, stored_items
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -497,3 +501,140 @@ def test_revive_puts_only_a_dead_item_back_with_fresh_attempts(
     [taken] = claim(engine, "w1", later)
     assert taken.ids == [dead]
     assert taken.attempts == 1
+
+
+# -- claims at the same time (several workers on one database) ---------------------
+
+
+def test_a_claim_in_progress_hides_its_connection_and_the_next_is_taken(
+    engine: Engine, a: int, b: int
+) -> None:
+    with db.writing(engine) as conn:
+        of_a = add(conn, a, at=NOW - timedelta(minutes=2))
+        of_b = add(conn, b, at=NOW - timedelta(minutes=1))
+    other: list[Any] = []
+    with db.writing(engine) as first:
+        [taken] = queue.claim(first, "w1", NOW, LEASE, 1)
+        assert taken.ids == [of_a]
+        # PostgreSQL: w2 looks past the connection row w1 has locked, at once.
+        # SQLite: w2 waits for w1's write lock, then sees w1's lease.
+        racing = threading.Thread(
+            target=lambda: other.extend(claim(engine, "w2", most=1))
+        )
+        racing.start()
+        racing.join(0.3)
+    racing.join(10)
+    assert not racing.is_alive()
+    assert [c.ids for c in other] == [[of_b]]
+
+
+def test_an_item_stored_during_a_claim_is_not_taken_by_another_claim(
+    engine: Engine, databases: Databases, a: int
+) -> None:
+    if databases.backend != "postgresql":
+        pytest.skip("PostgreSQL only: on SQLite a claim is the only writer")
+    with db.writing(engine) as conn:
+        old = add(conn, a, at=NOW - timedelta(minutes=1))
+    other: list[Any] = []
+    with db.writing(engine) as first:
+        [taken] = queue.claim(first, "w1", NOW, LEASE, 5)
+        assert taken.ids == [old]
+        with db.writing(engine) as conn:
+            # Ingest checks the foreign key (FOR KEY SHARE): the claim's lock on
+            # the connection row must not hold it up (2 s would fail the test).
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '2s'")
+            new = add(conn, a, at=NOW - timedelta(minutes=1))
+        # w2 cannot see w1's lease yet; the connection row's lock keeps it off
+        # the new item, which only w1's next action may take.
+        racing = threading.Thread(target=lambda: other.extend(claim(engine, "w2")))
+        racing.start()
+        racing.join(0.3)
+    racing.join(10)
+    assert not racing.is_alive()
+    assert other == []
+    [later] = claim(engine, "w1", now=NOW + LEASE + timedelta(seconds=1))
+    assert later.ids == [old, new]
+
+
+def test_workers_claiming_at_once_take_each_item_once_and_never_share_a_connection(
+    engine: Engine,
+) -> None:
+    count, per_connection, workers = 24, 3, 4
+    now = utcnow()
+    with db.writing(engine) as conn:
+        owners = [
+            store.insert(
+                conn,
+                state=store.State.ACTIVE,
+                resource_id=n,
+                coworker_id=None,
+                user_id=f"user-{n}",
+                calendar_id=f"calendar-{n}",
+                name=None,
+                subscription_id=f"subscription-{n}",
+                subscription_expires_at=now + timedelta(days=2),
+                client_state="s" * 32,
+                now=now,
+            ).id
+            for n in range(count)
+        ]
+        expected = {
+            add(conn, owner, at=now - timedelta(seconds=n))
+            for owner in owners
+            for n in range(per_connection)
+        }
+    held: set[int] = set()
+    guard = threading.Lock()
+    overlaps: list[int] = []
+    claimed: list[int] = []
+    start = threading.Barrier(workers + 1)
+    arriving = threading.Event()
+    arriving.set()
+
+    def arrive() -> None:
+        # New items while claims run: a claim must not take a connection's new
+        # item while another worker, not yet committed, takes its older ones.
+        start.wait()
+        for n in range(60):
+            with db.writing(engine) as conn:
+                item = add(conn, owners[n * 7 % count], at=utcnow())
+            with guard:
+                expected.add(item)
+            time.sleep(0.002)
+        arriving.clear()
+
+    def work(name: str) -> None:
+        start.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with db.writing(engine) as conn:
+                claims = queue.claim(conn, name, utcnow(), LEASE, 2)
+            if not claims:
+                with db.reading(engine) as conn:
+                    if queue.next_due(conn) is None and not arriving.is_set():
+                        return
+                continue
+            with guard:
+                for c in claims:
+                    if c.connection_id in held:
+                        overlaps.append(c.connection_id)
+                    held.add(c.connection_id)
+                    claimed.extend(c.ids)
+            time.sleep(0.005)  # acting
+            with guard:
+                held.difference_update(c.connection_id for c in claims)
+            with db.writing(engine) as conn:
+                for c in claims:
+                    queue.complete(conn, name, c.ids)
+
+    threads = [threading.Thread(target=arrive)] + [
+        threading.Thread(target=work, args=(f"w{n}",)) for n in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert overlaps == []
+    assert sorted(claimed) == sorted(expected)
+    assert {row["state"] for row in rows(engine).values()} == {"done"}

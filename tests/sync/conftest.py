@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +26,7 @@ from bridge.graph.subscriptions import GraphClient
 from bridge.nexudus import NexudusClient
 from bridge.settings import Settings
 from bridge.store import connections as store
-from bridge.store import db, migrate
+from bridge.store import db
 from bridge.store.connections import Connection
 from bridge.store.schema import inbox, utcnow
 from bridge.sync.connect import ConnectRequest, connect
@@ -42,9 +41,9 @@ NEXUDUS = "https://nexudus.test"
 USER = "adele@contoso.test"
 
 
-def worker_settings(tmp_path: Path, **overrides: Any) -> Settings:
+def worker_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'bridge.db'}",
+        "DATABASE_URL": database_url,
         "BRIDGE_PUBLIC_URL": BRIDGE,
         "GRAPH_TENANT_ID": "tenant",
         "GRAPH_CLIENT_ID": "client",
@@ -258,17 +257,17 @@ async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
 
 
 @pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
-    async with running_bridge(tmp_path) as running:
+async def bridge(database_url: str) -> AsyncIterator[Bridge]:
+    async with running_bridge(database_url) as running:
         yield running
 
 
 def running_bridge(
-    tmp_path: Path, *, grace_seconds: float = 2.0, **overrides: Any
+    database_url: str, *, grace_seconds: float = 2.0, **overrides: Any
 ) -> _Running:
     """A bridge with `overrides` of the settings (by variable name); without a
     Nexudus username or password its worker has no Nexudus client."""
-    return _Running(worker_settings(tmp_path, **overrides), grace_seconds)
+    return _Running(worker_settings(database_url, **overrides), grace_seconds)
 
 
 def _upstreams(
@@ -320,7 +319,6 @@ class _Running:
         settings = self.settings
         engine = db.create(settings.database_url)
         stack.callback(engine.dispose)
-        migrate.upgrade(engine)
 
         nexudus = FakeNexudus(clock=VirtualClock())
         wire = LossyTransport(nexudus.app)

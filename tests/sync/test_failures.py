@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,9 +58,9 @@ def with_calendars(bridge: Bridge, count: int) -> list[str]:
 
 
 async def test_an_outage_is_retried_with_backoff_until_it_converges(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    async with running_bridge(tmp_path, **SLOW_RETRIES) as bridge:
+    async with running_bridge(database_url, **SLOW_RETRIES) as bridge:
         connection = await bridge.connect()
         path = record_path(connection)
         bridge.nexudus.fail_next(3, 503, path=CALENDARS)
@@ -95,9 +94,9 @@ async def test_an_outage_is_retried_with_backoff_until_it_converges(
 
 @pytest.mark.parametrize("status", [409, 429])
 async def test_a_throttle_is_retried_no_sooner_than_retry_after(
-    tmp_path: Path, status: int
+    database_url: str, status: int
 ) -> None:
-    async with running_bridge(tmp_path) as bridge:
+    async with running_bridge(database_url) as bridge:
         [room] = with_calendars(bridge, 1)
         throttled = await bridge.connect(resource_id=7)
         other = await bridge.connect(resource_id=8, calendar_id=room)
@@ -183,8 +182,8 @@ async def test_a_refused_create_is_dead_at_once(bridge: Bridge) -> None:
     assert bridge.nexudus.records == {}
 
 
-async def test_out_of_attempts_is_dead(tmp_path: Path) -> None:
-    async with running_bridge(tmp_path, BRIDGE_MAX_ATTEMPTS=3) as bridge:
+async def test_out_of_attempts_is_dead(database_url: str) -> None:
+    async with running_bridge(database_url, BRIDGE_MAX_ATTEMPTS=3) as bridge:
         connection = await bridge.connect()
         bridge.nexudus.fail_next(100, 503, path=CALENDARS)
         await bridge.graph.deliver(connection.subscription_id)
@@ -204,11 +203,11 @@ async def test_out_of_attempts_is_dead(tmp_path: Path) -> None:
 
 
 async def test_missing_configuration_waits_without_using_attempts(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     # One attempt only: a wait that counted as a try would kill the item at once.
     async with running_bridge(
-        tmp_path, NEXUDUS_USERNAME=None, BRIDGE_MAX_ATTEMPTS=1
+        database_url, NEXUDUS_USERNAME=None, BRIDGE_MAX_ATTEMPTS=1
     ) as bridge:
         assert bridge.upstreams.nexudus_client is None
         connection = await bridge.connect()
@@ -246,10 +245,10 @@ async def test_missing_configuration_waits_without_using_attempts(
 
 
 async def test_refused_credentials_wait_without_using_attempts(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     async with running_bridge(
-        tmp_path, NEXUDUS_PASSWORD="not the password", BRIDGE_MAX_ATTEMPTS=1
+        database_url, NEXUDUS_PASSWORD="not the password", BRIDGE_MAX_ATTEMPTS=1
     ) as bridge:
         connection = await bridge.connect()
         assert connection.state is State.PENDING
@@ -377,9 +376,9 @@ async def test_a_renewal_of_a_lost_subscription_recreates_it(bridge: Bridge) -> 
 
 
 async def test_revoked_consent_is_unauthorized_and_retried_until_granted(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    async with running_bridge(tmp_path, **SLOW_RETRIES) as bridge:
+    async with running_bridge(database_url, **SLOW_RETRIES) as bridge:
         connection = await bridge.connect()
         an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
         set_connection(bridge, connection, renewed_at=an_hour_ago)
@@ -441,11 +440,11 @@ async def test_an_expired_subscription_is_recreated_not_patched(
 
 
 async def test_a_renewal_due_within_the_quiet_period_is_not_lost(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
     # Valid settings: renewals fall due 5 minutes after a subscription is made.
     async with running_bridge(
-        tmp_path,
+        database_url,
         BRIDGE_SUBSCRIPTION_LIFETIME_MINUTES=60,
         BRIDGE_RENEW_BEFORE_MINUTES=55,
     ) as bridge:
@@ -503,11 +502,11 @@ def watch(worker: Worker, log: list[Acted], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_two_workers_never_act_on_one_connection_at_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Fewer connections than the two workers have slots, so a worker always has
     # room to take a connection that the other one is acting on, if it could.
-    async with running_bridge(tmp_path, BRIDGE_WORKER_CONCURRENCY=4) as bridge:
+    async with running_bridge(database_url, BRIDGE_WORKER_CONCURRENCY=4) as bridge:
         rooms = with_calendars(bridge, 6)
         connections = [
             await bridge.connect(resource_id=100 + n, calendar_id=room)

@@ -6,8 +6,8 @@ fails is left to the worker's retries, and never overlaps the worker's own turn.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,8 +38,8 @@ SLOW_RETRIES: dict[str, Any] = {
 
 
 @pytest.fixture
-async def bridge(tmp_path: Path) -> Any:
-    async with running_bridge(tmp_path, **SLOW_RETRIES) as running:
+async def bridge(database_url: str) -> AsyncIterator[Bridge]:
+    async with running_bridge(database_url, **SLOW_RETRIES) as running:
         yield running
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from bridge.store.connections import Connection
@@ -34,8 +33,8 @@ async def act_on_hanging_nexudus(
     return connection, path
 
 
-async def test_an_action_that_cannot_finish_is_released(tmp_path: Path) -> None:
-    async with running_bridge(tmp_path, grace_seconds=GRACE) as bridge:
+async def test_an_action_that_cannot_finish_is_released(database_url: str) -> None:
+    async with running_bridge(database_url, grace_seconds=GRACE) as bridge:
         _connection, path = await act_on_hanging_nexudus(bridge, seconds=60)
         started = time.monotonic()
         await bridge.stop()
@@ -58,8 +57,10 @@ async def test_an_action_that_cannot_finish_is_released(tmp_path: Path) -> None:
         ]
 
 
-async def test_an_action_that_finishes_within_grace_completes(tmp_path: Path) -> None:
-    async with running_bridge(tmp_path, grace_seconds=5.0) as bridge:
+async def test_an_action_that_finishes_within_grace_completes(
+    database_url: str,
+) -> None:
+    async with running_bridge(database_url, grace_seconds=5.0) as bridge:
         await act_on_hanging_nexudus(bridge, seconds=0.3)
         started = time.monotonic()
         await bridge.stop()

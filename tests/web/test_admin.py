@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,8 +16,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
-    async with running_bridge(tmp_path, BRIDGE_ADMIN_TOKEN=TOKEN) as running:
+async def bridge(database_url: str) -> AsyncIterator[Bridge]:
+    async with running_bridge(database_url, BRIDGE_ADMIN_TOKEN=TOKEN) as running:
         yield running
 
 
@@ -30,8 +29,8 @@ async def post_connection(bridge: Bridge, **body: Any) -> httpx.Response:
     )
 
 
-async def test_without_a_configured_token_the_api_says_so(tmp_path: Path) -> None:
-    async with running_bridge(tmp_path) as bare:
+async def test_without_a_configured_token_the_api_says_so(database_url: str) -> None:
+    async with running_bridge(database_url) as bare:
         answer = await bare.web.get("/admin/connections", headers=AUTH)
     assert answer.status_code == 503
     assert "BRIDGE_ADMIN_TOKEN" in answer.json()["error"]

@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 from bridge.app import create_app
 from bridge.settings import Settings
 from bridge.store import db
+from tests.databases import Databases
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -55,8 +56,10 @@ async def test_readyz_ok_when_complete(settings: Settings, engine: object) -> No
     assert response.json()["status"] == "ok"
 
 
-async def test_readyz_reports_an_unmigrated_database(tmp_path: Path) -> None:
-    settings = configured(f"sqlite:///{tmp_path}/empty.db")
+async def test_readyz_reports_an_unmigrated_database(
+    databases: Databases, tmp_path: Path
+) -> None:
+    settings = configured(databases.fresh(tmp_path, migrated=False))
     engine = db.create(settings.database_url)
     response = await ready(settings, engine)
     engine.dispose()

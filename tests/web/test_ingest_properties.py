@@ -8,13 +8,16 @@ from typing import Any
 
 import httpx
 import hypothesis
+import pytest
 from hypothesis import strategies as st
 from sqlalchemy import Engine, event
 
 from bridge.app import create_app
 from bridge.settings import Settings
-from bridge.store.inbox import Incoming, Outcome
+from bridge.store.inbox import Incoming, Outcome, ingest
+from bridge.store.schema import utcnow
 from bridge.store.writer import InboxWriter
+from tests.databases import Databases
 from tests.seeds import SECRET_A, SUBSCRIPTION_A, stored_items
 
 json_values = st.recursive(
@@ -160,3 +163,33 @@ async def test_a_failing_request_does_not_fail_its_neighbours(engine: Engine) ->
     assert isinstance(results[10], ValueError)
     assert all(result == [Outcome.STORED] for result in results[:10] + results[11:])
     assert len(stored_items(engine)) == 20
+
+
+async def test_a_deadlock_with_another_process_is_written_again(
+    engine: Engine, databases: Databases
+) -> None:
+    if databases.backend != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite writers never wait for each other")
+    first, second = item("unknown", None, "etag-1"), item("unknown", None, "etag-2")
+    writer = InboxWriter(engine)
+    other = engine.connect()
+    try:
+        # Another web process, with a copy of the second item, not committed yet.
+        other.begin()
+        ingest(other, [second], utcnow())
+        # The writer stores the first, then waits for the other's second...
+        writing = asyncio.create_task(writer.write([first, second]))
+        await asyncio.sleep(0.2)
+        # ...which goes on to store a copy of the first: each waits for the
+        # other. PostgreSQL breaks the cycle after deadlock_timeout (1 s) in the
+        # writer's transaction, whose wait began first.
+        await asyncio.to_thread(ingest, other, [first], utcnow())
+        await asyncio.sleep(0.3)  # the writer, writing again, waits once more
+        other.commit()
+        outcomes = await asyncio.wait_for(writing, 10)
+    finally:
+        other.close()
+        await writer.close()
+    assert len(outcomes) == 2
+    keys = [row["dedupe_key"] for row in stored_items(engine)]
+    assert sorted(keys) == sorted([first.dedupe_key(), second.dedupe_key()])

@@ -1,0 +1,65 @@
+"""Running database work off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from sqlalchemy import Connection as Db
+from sqlalchemy import Engine, QueuePool, select
+
+from bridge.store import connections, db
+from bridge.store.schema import connections as table
+from bridge.store.schema import utcnow
+from tests.seeds import SUBSCRIPTION_A
+
+
+def _id_of(conn: Db, subscription_id: str) -> int:
+    query = select(table.c.id).where(table.c.subscription_id == subscription_id)
+    found: int = conn.execute(query).scalar_one()
+    return found
+
+
+async def test_a_cancelled_caller_returns_once_its_transaction_has_ended(
+    engine: Engine,
+) -> None:
+    a = await db.read(engine, _id_of, SUBSCRIPTION_A)
+    started = threading.Event()
+
+    def slow(conn: Db) -> None:
+        started.set()
+        time.sleep(0.3)
+        connections.update(conn, a, utcnow(), last_error="written")
+
+    task = asyncio.create_task(db.write(engine, slow))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    # The thread could not be stopped: its transaction committed, and before the
+    # caller saw the cancellation, so its connection is back in the pool.
+    found = await db.read(engine, connections.get, a)
+    assert found is not None
+    assert found.last_error == "written"
+    if isinstance(engine.pool, QueuePool):
+        assert engine.pool.checkedout() == 0
+
+
+async def test_a_cancelled_caller_of_failing_work_sees_the_cancellation(
+    engine: Engine,
+) -> None:
+    started = threading.Event()
+
+    def failing(_conn: Db) -> None:
+        started.set()
+        time.sleep(0.2)
+        raise RuntimeError("the work failed")
+
+    task = asyncio.create_task(db.write(engine, failing))
+    await asyncio.to_thread(started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
