@@ -105,14 +105,15 @@ def page(
 def find_live(
     db: Db, user_id: str, calendar_id: str, resource_id: int
 ) -> Connection | None:
-    """The connection already made for this calendar and resource, if not undone."""
+    """The live connection for this calendar and resource, if any (one at most:
+    an orphaned or disconnected one is history, and the calendar may connect again)."""
     row = db.execute(
         select(*_COLUMNS)
         .where(
             connections.c.user_id == user_id,
             connections.c.calendar_id == calendar_id,
             connections.c.resource_id == resource_id,
-            connections.c.state != State.DISCONNECTED.value,
+            connections.c.state.not_in([state.value for state in FINAL]),
         )
         .order_by(connections.c.id)
         .limit(1)

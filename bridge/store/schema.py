@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 
@@ -88,6 +89,18 @@ connections = Table(
 )
 Index("ix_connections_state", connections.c.state)
 Index("ix_connections_subscription_expires_at", connections.c.subscription_expires_at)
+# One live connection per calendar and resource (migration 0003); the states are
+# connections.FINAL's.
+_LIVE = text("state NOT IN ('orphaned', 'disconnected')")
+Index(
+    "ux_connections_live_target",
+    connections.c.user_id,
+    connections.c.calendar_id,
+    connections.c.resource_id,
+    unique=True,
+    sqlite_where=_LIVE,
+    postgresql_where=_LIVE,
+)
 
 # Old subscription ids of a connection: late notifications for a replaced subscription
 # are recognised (and checked against the secret they were sent with) but not acted on.

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from bridge import nexudus
 from bridge.graph import _errors as graph_errors
-from bridge.graph.subscriptions import new_client_state
+from bridge.graph.subscriptions import Subscription, new_client_state
 from bridge.nexudus import CalendarFields
 from bridge.store import connections as store
 from bridge.store import db, queue
@@ -111,6 +112,21 @@ async def connect(
             client_state=secret,
             now=clock(),
         )
+    except IntegrityError:
+        # Connected by another request meanwhile (the index on live connections).
+        # Graph keeps one subscription per resource, so ours may have replaced
+        # the other request's: the connection takes ours, which Graph surely has.
+        existing = await db.read(
+            engine, store.find_live, request.user_id, calendar.id, request.resource_id
+        )
+        if existing is None:
+            await graph.delete_subscription(subscription.id)
+            raise
+        adopted = await db.write(
+            engine, _adopt, existing, subscription, secret, clock()
+        )
+        await graph.delete_subscription(existing.subscription_id)
+        return Connected(adopted, created=False)
     except BaseException:
         await graph.delete_subscription(subscription.id)
         raise
@@ -121,6 +137,37 @@ async def connect(
     return Connected(
         await _create_record(engine, upstreams, connection, clock), created=True
     )
+
+
+def _adopt(
+    conn: Db,
+    existing: Connection,
+    subscription: Subscription,
+    secret: str,
+    now: datetime,
+) -> Connection:
+    """The live connection, moved to `subscription`; the worker then brings its
+    record up to date."""
+    store.replace_subscription(
+        conn,
+        existing,
+        subscription_id=subscription.id,
+        client_state=secret,
+        expires_at=subscription.expires_at,
+        now=now,
+    )
+    queue.enqueue(
+        conn,
+        kind=queue.RECONCILE,
+        connection_id=existing.id,
+        subscription_id=subscription.id,
+        key=f"adopt\x1f{subscription.id}",
+        at=now,
+        now=now,
+    )
+    fresh = store.get(conn, existing.id)
+    assert fresh is not None
+    return fresh
 
 
 async def _create_record(

@@ -49,7 +49,7 @@ def new_connection(
             resource_id=500,
             coworker_id=None,
             user_id="someone@contoso.test",
-            calendar_id="calendar",
+            calendar_id=f"calendar-{subscription_id}",
             name=None,
             subscription_id=subscription_id,
             subscription_expires_at=expires_at,

@@ -6,6 +6,7 @@ fails is left to the worker's retries, and never overlaps the worker's own turn.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -331,3 +332,34 @@ async def test_a_renewal_is_queued_when_the_worker_stays_busy(bridge: Bridge) ->
     bridge.nexudus.release_hangs()
     await bridge.settled()
     assert [call.status for call in bridge.graph.calls_to("PATCH")] == [200]
+
+
+# -- connect ---------------------------------------------------------------------------
+
+
+async def test_two_connects_at_once_make_one_connection(bridge: Bridge) -> None:
+    # Slow enough that each looks for the connection before the other stores it.
+    bridge.graph.request_delay = 0.1
+    first, second = await asyncio.gather(bridge.connect(), bridge.connect())
+
+    assert first.id == second.id
+    await bridge.settled()
+    live = bridge.connection(first.id)
+    assert live.state is State.ACTIVE
+    # One subscription in Graph, the connection's, and one record that names it.
+    assert list(bridge.graph.subscriptions) == [live.subscription_id]
+    [record] = bridge.nexudus.records.values()
+    assert record["SubscriptionId"] == live.subscription_id
+    # Both found nothing and subscribed; the later took over the other's connection.
+    assert len(aliases(bridge, first)) == 1
+
+
+async def test_an_orphaned_calendar_can_be_connected_again(bridge: Bridge) -> None:
+    orphan = await bridge.connect()
+    set_connection(bridge, orphan, state=State.ORPHANED)
+
+    again = await bridge.connect()
+
+    assert again.id != orphan.id
+    assert again.state is State.ACTIVE
+    assert bridge.connection(orphan.id).state is State.ORPHANED
