@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import random
 import re
@@ -58,7 +57,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from bench import database
+from bench import database, leases
 from bridge.graph.notifications import parse
 from bridge.nexudus import format_nexudus_datetime
 from bridge.store import connections, db
@@ -330,103 +329,6 @@ def unsettled(engine: Engine) -> int:
     return int(count)
 
 
-# The lease log: a row each time an item's lease is taken or given up, with the
-# database's own clock (seconds since the epoch) at that moment. Claims lease with
-# one UPDATE and settle with another, so a lease runs from the claim's update to
-# the settling update, each a little before its commit: intervals of two workers
-# on one connection cannot overlap unless both held it at once.
-_LEASE_LOG_DDL = {
-    "postgresql": [
-        "CREATE TABLE bench_leases (item_id bigint, connection_id bigint, "
-        "worker text, taken boolean, at double precision)",
-        "CREATE FUNCTION bench_log_lease() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN "
-        "IF OLD.claimed_by IS NOT NULL THEN "
-        "INSERT INTO bench_leases VALUES (OLD.id, OLD.connection_id, "
-        "OLD.claimed_by, false, extract(epoch FROM clock_timestamp())); END IF; "
-        "IF NEW.claimed_by IS NOT NULL THEN "
-        "INSERT INTO bench_leases VALUES (NEW.id, NEW.connection_id, "
-        "NEW.claimed_by, true, extract(epoch FROM clock_timestamp())); END IF; "
-        "RETURN NEW; END $$",
-        "CREATE TRIGGER bench_log_lease AFTER UPDATE OF claimed_by ON inbox "
-        "FOR EACH ROW WHEN (OLD.claimed_by IS DISTINCT FROM NEW.claimed_by) "
-        "EXECUTE FUNCTION bench_log_lease()",
-    ],
-    "sqlite": [
-        "CREATE TABLE bench_leases (item_id integer, connection_id integer, "
-        "worker text, taken boolean, at real)",
-        "CREATE TRIGGER bench_lease_given_up AFTER UPDATE OF claimed_by ON inbox "
-        "WHEN OLD.claimed_by IS NOT NULL "
-        "AND OLD.claimed_by IS NOT NEW.claimed_by BEGIN "
-        "INSERT INTO bench_leases VALUES (OLD.id, OLD.connection_id, "
-        "OLD.claimed_by, 0, (julianday('now') - 2440587.5) * 86400.0); END",
-        "CREATE TRIGGER bench_lease_taken AFTER UPDATE OF claimed_by ON inbox "
-        "WHEN NEW.claimed_by IS NOT NULL "
-        "AND OLD.claimed_by IS NOT NEW.claimed_by BEGIN "
-        "INSERT INTO bench_leases VALUES (NEW.id, NEW.connection_id, "
-        "NEW.claimed_by, 1, (julianday('now') - 2440587.5) * 86400.0); END",
-    ],
-}
-
-
-def log_leases(engine: Engine) -> None:
-    """Add the lease log to the benchmark's database (not the bridge's schema)."""
-    with db.writing(engine) as conn:
-        for statement in _LEASE_LOG_DDL[engine.dialect.name]:
-            conn.exec_driver_sql(statement)
-
-
-@dataclass(frozen=True)
-class Lease:
-    connection_id: int
-    worker: str  # the lease holder's id, as the worker wrote it
-    start: float  # seconds since the epoch
-    end: float
-
-
-def leases(engine: Engine) -> list[Lease]:
-    """Every item lease of the run, from the lease log."""
-    query = (
-        "SELECT item_id, connection_id, worker, taken, at FROM bench_leases ORDER BY at"
-    )
-    taken: dict[tuple[int, str], tuple[int, float]] = {}
-    found = []
-    with db.reading(engine) as conn:
-        for item_id, connection_id, worker, is_taken, at in conn.exec_driver_sql(query):
-            if is_taken:
-                taken[(item_id, worker)] = (connection_id, at)
-            elif (item_id, worker) in taken:
-                connection, start = taken.pop((item_id, worker))
-                found.append(Lease(connection, worker, start, at))
-    # Leases still held at the end (none once the inbox is settled).
-    found += [Lease(c, w, start, math.inf) for (_, w), (c, start) in taken.items()]
-    return found
-
-
-def leased_at_once(held: list[Lease]) -> set[int]:
-    """Connections leased to two workers at overlapping times."""
-    by_connection: dict[int, list[Lease]] = {}
-    for lease in held:
-        by_connection.setdefault(lease.connection_id, []).append(lease)
-    twice = set()
-    for connection_id, spans in by_connection.items():
-        if len({lease.worker for lease in spans}) < 2:
-            continue
-        spans.sort(key=lambda lease: lease.start)
-        # Sweep: the latest end so far of each worker.
-        ends: dict[str, float] = {}
-        for lease in spans:
-            if any(
-                end > lease.start
-                for worker, end in ends.items()
-                if worker != lease.worker
-            ):
-                twice.add(connection_id)
-                break
-            ends[lease.worker] = max(ends.get(lease.worker, -math.inf), lease.end)
-    return twice
-
-
 def item_states(engine: Engine) -> tuple[Counter[str], int]:
     """Items per state, and how many took more than one attempt."""
     with db.reading(engine) as conn:
@@ -556,7 +458,7 @@ def record_id(call: Call) -> int | None:
 def lease_checks(
     fake: FakeNexudus,
     drained: Drained,
-    held: list[Lease],
+    held: list[leases.Lease],
     connection_of: dict[int, int],
     wall_offset: float,
 ) -> tuple[int, int]:
@@ -565,7 +467,7 @@ def lease_checks(
     other, or they would count in the first figure or in `leased_at_once`)."""
     # A worker's lease holder id carries its pid: `worker:HOST:PID:RANDOM`.
     name_of_pid = {pid: name for name, pid in drained.pids.items()}
-    spans: dict[tuple[int, str], list[Lease]] = {}
+    spans: dict[tuple[int, str], list[leases.Lease]] = {}
     for lease in held:
         name = name_of_pid.get(int(lease.worker.split(":")[2]), lease.worker)
         spans.setdefault((lease.connection_id, name), []).append(lease)
@@ -638,12 +540,12 @@ async def measure_on(
     if distinct + duplicates != total:
         raise RuntimeError(f"ingest did not store or dedupe everything: {outcomes}")
 
-    log_leases(engine)
+    leases.install(engine)
     # The fake's clock (the bench's monotonic time) against the database's.
     wall_offset = time.time() - time.monotonic()
     drained = await drain(engine, fresh.url, fake, workdir, args)
     seconds = drained.seconds
-    held = leases(engine)
+    held = leases.read(engine)
     connection_of = {one.record_id: one.connection_id for one in seeded}
     without_lease, by_two = lease_checks(
         fake, drained, held, connection_of, wall_offset
@@ -704,7 +606,7 @@ async def measure_on(
         items_retried=retried,
         items_dead=states[ItemState.DEAD.value],
         records_wrong=len(wrong_records(fake, seeded, touched)),
-        connections_leased_twice=len(leased_at_once(held)),
+        connections_leased_twice=len(leases.leased_at_once(held)),
         calls_without_lease=without_lease,
         records_acted_on_by_two=by_two,
         records_created=posts,
