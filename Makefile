@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run demo test lint typecheck pytest pytest-sqlite pytest-postgres \
-	bench-ingest bench-drain bench-coldstart clean
+	bench-ingest bench-drain bench-coldstart bench-ingest-pg bench-drain-pg clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ bench-ingest: $(STAMP)
 
 bench-drain: $(STAMP)
 	$(BIN)/python -m bench.drain
+
+# On a throwaway PostgreSQL cluster with fsync on (bench/database.py): one web
+# process, then two on one database.
+bench-ingest-pg: $(STAMP)
+	$(BIN)/python -m bench.ingest --database postgres
+	$(BIN)/python -m bench.ingest --database postgres --web 2
+
+# Three `bridge worker` processes on one PostgreSQL database (~5 min).
+bench-drain-pg: $(STAMP)
+	$(BIN)/python -m bench.drain --database postgres --workers 3
 
 bench-coldstart: $(STAMP)
 	$(BIN)/python -m bench.coldstart --runs 10

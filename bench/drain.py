@@ -14,7 +14,21 @@ Reports Nexudus calls per distinct change and per action, writes beyond the need
 ones per duplicate, the drain time against the lower bound the limits allow, and the
 worker's peak RSS (VmHWM). Every record is checked at the end.
 
-    python -m bench.drain [--connections 1000] [--notifications 1250 10000]
+`--database postgres` runs on a throwaway PostgreSQL cluster with fsync on
+(bench/database.py) instead of a SQLite file; `--workers N` runs N `bridge worker`
+processes on it at once. They share one Nexudus client id, so the fake's limits
+(which it keeps per client) are one budget for all of them, and the lower bound is
+the same as for one worker.
+
+Two workers must never act on one connection at once. A trigger that the benchmark
+adds to the inbox logs every lease taken and given up (item, connection, worker,
+time); each worker reaches the fake through a port of its own, so every Nexudus call
+is known by the worker that made it. The run checks that no connection was leased
+to two workers at once, that every call about a record came from the worker holding
+its connection's lease at that moment, and that no record was created twice.
+
+    python -m bench.drain [--database sqlite|postgres] [--workers 1]
+                          [--connections 1000] [--notifications 1250 10000]
                           [--stale 0.1] [--duplicates 0.2] [--json out.json]
 """
 
@@ -22,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -35,20 +50,21 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from bench import database, leases
 from bridge.graph.notifications import parse
 from bridge.nexudus import format_nexudus_datetime
-from bridge.store import connections, db, migrate
+from bridge.store import connections, db
 from bridge.store.inbox import ItemState, Outcome, ingest
 from bridge.store.schema import inbox, utcnow
 from bridge.web.notifications import incoming
-from tests.fakes.nexudus import PASSWORD, USERNAME, FakeNexudus
+from tests.fakes.nexudus import PASSWORD, USERNAME, Call, FakeNexudus
 from tests.fakes.server import serve
 from tests.processes import free_port
 
@@ -60,6 +76,9 @@ WRITE_WINDOW = 60.0
 # Polling the inbox is a cheap indexed count; seldom enough not to add jitter to
 # the fake's timing, which shares this process.
 POLL_SECONDS = 0.25
+# The fake's call times and the database's lease times come from two clocks of one
+# machine, compared through an offset taken once: a call's time may be off by this.
+CLOCK_SLACK = 0.05
 # Also published, not enforced by the fake: all calls 120 per minute.
 CALLS_PER_MINUTE = 120
 TENANT = "5e0b2c7d-91a4-4f36-8d2e-a7c9b14f3e60"
@@ -79,7 +98,21 @@ class Seeded:
 
 
 @dataclass
+class Worker:
+    """One `bridge worker` process's share of a run."""
+
+    name: str
+    actions: int  # records it read (one GET per action)
+    calls: int
+    throttled: int
+    peak_rss_mb: float
+    cpu_seconds: float
+
+
+@dataclass
 class Run:
+    database: str
+    workers: int
     connections: int
     notifications: int
     distinct: int
@@ -112,6 +145,15 @@ class Run:
     items_retried: int
     items_dead: int
     records_wrong: int
+    # Leases of two workers on one connection that overlap in time: must be 0.
+    connections_leased_twice: int = 0
+    # Calls about a record by a worker not holding its connection's lease: must be 0.
+    calls_without_lease: int = 0
+    # Records acted on by two workers one after the other (a retry elsewhere).
+    records_acted_on_by_two: int = 0
+    records_created: int = 0
+    subscriptions_with_two_records: int = 0
+    per_worker: list[Worker] = field(default_factory=list)
 
 
 def windows(count: int, per_window: int) -> int:
@@ -252,7 +294,7 @@ def store(engine: Engine, items: list[dict[str, Any]], batch: int) -> Counter[Ou
     return outcomes
 
 
-def worker_env(database: Path, nexudus_url: str) -> dict[str, str]:
+def worker_env(database_url: str, nexudus_url: str) -> dict[str, str]:
     """The worker's environment: ours only, nothing inherited for the bridge."""
     ours = ("BRIDGE_", "GRAPH_", "NEXUDUS_", "DATABASE_URL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
@@ -260,7 +302,7 @@ def worker_env(database: Path, nexudus_url: str) -> dict[str, str]:
     env.update(
         {
             "PYTHONPATH": str(HERE.parent),
-            "DATABASE_URL": f"sqlite:///{database}",
+            "DATABASE_URL": database_url,
             "NEXUDUS_API_URL": nexudus_url,
             "NEXUDUS_USERNAME": USERNAME,
             "NEXUDUS_PASSWORD": PASSWORD,
@@ -318,52 +360,134 @@ def peak_rss_mb(pid: int) -> float:
     return int(found.group(1)) / 1024
 
 
-async def drain(
-    engine: Engine, database: Path, fake: FakeNexudus, workdir: Path, limit: float
-) -> tuple[float, float, float, float]:
-    """Run `bridge worker` until the inbox is settled.
+@dataclass
+class Drained:
+    seconds: float
+    first_call: float  # seconds from the start to the first Nexudus call
+    workers: list[Worker]
+    # The port each worker reached the fake on: calls are told apart by it.
+    hosts: dict[str, str]
+    pids: dict[str, int]
 
-    Returns the seconds from its start, the seconds to the first Nexudus call,
-    its peak RSS in MB and the CPU seconds it used.
-    """
-    async with serve(fake.app) as base_url:
-        log_path = workdir / "worker.log"
-        with log_path.open("w") as log:
-            started = time.monotonic()
-            worker = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                "worker",
-                cwd=workdir,  # no .env of the checkout is read
-                env=worker_env(database, base_url),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                while await asyncio.to_thread(unsettled, engine):
-                    if worker.returncode is not None:
+
+async def drain(
+    engine: Engine,
+    database_url: str,
+    fake: FakeNexudus,
+    workdir: Path,
+    args: argparse.Namespace,
+) -> Drained:
+    """Run `--workers` `bridge worker` processes until the inbox is settled."""
+    names = [f"worker-{n}" for n in range(1, args.workers + 1)]
+    async with contextlib.AsyncExitStack() as stack:
+        urls = [await stack.enter_async_context(serve(fake.app)) for _ in names]
+        hosts = {
+            name: url.split("://", 1)[1] for name, url in zip(names, urls, strict=True)
+        }
+        processes: dict[str, asyncio.subprocess.Process] = {}
+        started = time.monotonic()
+        try:
+            for name, url in zip(names, urls, strict=True):
+                with (workdir / f"{name}.log").open("w") as log:
+                    processes[name] = await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        "-m",
+                        "bridge",
+                        "worker",
+                        cwd=workdir,  # no .env of the checkout is read
+                        env=worker_env(database_url, url),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+            while await asyncio.to_thread(unsettled, engine):
+                for name, process in processes.items():
+                    if process.returncode is not None:
+                        log_text = (workdir / f"{name}.log").read_text()
                         raise RuntimeError(
-                            f"bridge worker exited with {worker.returncode}: "
-                            f"{log_path.read_text()[-2000:]}"
+                            f"{name} exited with {process.returncode}: "
+                            f"{log_text[-2000:]}"
                         )
-                    if time.monotonic() - started > limit:
-                        raise RuntimeError(f"not drained within {limit:g}s")
-                    await asyncio.sleep(POLL_SECONDS)
-                seconds = time.monotonic() - started
-                rss = peak_rss_mb(worker.pid)
-                cpu = cpu_seconds(worker.pid)
-            finally:
-                if worker.returncode is None:
-                    worker.send_signal(signal.SIGTERM)
+                if time.monotonic() - started > args.timeout:
+                    raise RuntimeError(f"not drained within {args.timeout:g}s")
+                await asyncio.sleep(POLL_SECONDS)
+            seconds = time.monotonic() - started
+            usage = {
+                name: (peak_rss_mb(process.pid), cpu_seconds(process.pid))
+                for name, process in processes.items()
+            }
+        finally:
+            for process in processes.values():
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in processes.values():
                 try:
                     async with asyncio.timeout(30):
-                        await worker.wait()
+                        await process.wait()
                 except TimeoutError:
-                    worker.kill()
-                    await worker.wait()
+                    process.kill()
+                    await process.wait()
     first_call = min((call.at for call in fake.api_calls), default=started)
-    return seconds, first_call - started, rss, cpu
+    workers = []
+    for name in names:
+        calls = [call for call in fake.api_calls if host(call) == hosts[name]]
+        throttled = sum(1 for call in calls if call.status == 409)
+        actions = sum(1 for call in calls if is_record_read(call))
+        rss, cpu = usage[name]
+        workers.append(Worker(name, actions, len(calls), throttled, rss, cpu))
+    pids = {name: process.pid for name, process in processes.items()}
+    return Drained(seconds, first_call - started, workers, hosts, pids)
+
+
+def host(call: Call) -> str:
+    return call.headers.get("host", "")
+
+
+def is_record_read(call: Call) -> bool:
+    """A GET of one record (not a search), served: the first call of an action."""
+    return call.method == "GET" and call.query == {} and call.status == 200
+
+
+def record_id(call: Call) -> int | None:
+    """The record a GET or PUT is about (the path's last part, or the body's Id)."""
+    if call.method == "PUT" and isinstance(call.body, dict):
+        return int(call.body["Id"]) if "Id" in call.body else None
+    last = call.path.rstrip("/").rsplit("/", 1)[-1]
+    return int(last) if call.method == "GET" and last.isdigit() else None
+
+
+def lease_checks(
+    fake: FakeNexudus,
+    drained: Drained,
+    held: list[leases.Lease],
+    connection_of: dict[int, int],
+    wall_offset: float,
+) -> tuple[int, int]:
+    """Calls about a record made by a worker that did not hold its connection's
+    lease at that moment, and records that two workers acted on (one after the
+    other, or they would count in the first figure or in `leased_at_once`)."""
+    # A worker's lease holder id carries its pid: `worker:HOST:PID:RANDOM`.
+    name_of_pid = {pid: name for name, pid in drained.pids.items()}
+    spans: dict[tuple[int, str], list[leases.Lease]] = {}
+    for lease in held:
+        name = name_of_pid.get(int(lease.worker.split(":")[2]), lease.worker)
+        spans.setdefault((lease.connection_id, name), []).append(lease)
+    name_of_host = {host: name for name, host in drained.hosts.items()}
+    without = 0
+    workers_of_record: dict[int, set[str]] = {}
+    for call in fake.api_calls:
+        found = record_id(call)
+        if found is None:
+            continue
+        name = name_of_host.get(host(call), "?")
+        workers_of_record.setdefault(found, set()).add(name)
+        at = call.at + wall_offset
+        mine = spans.get((connection_of.get(found, -1), name), [])
+        if not any(
+            lease.start - CLOCK_SLACK <= at <= lease.end + CLOCK_SLACK for lease in mine
+        ):
+            without += 1
+    by_two = sum(1 for names in workers_of_record.values() if len(names) > 1)
+    return without, by_two
 
 
 def wrong_records(
@@ -389,84 +513,108 @@ def wrong_records(
 
 
 async def measure(args: argparse.Namespace, total: int) -> Run:
-    rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="bench-drain-"))
     try:
-        database = workdir / "bridge.db"
-        engine = db.create(f"sqlite:///{database}")
-        migrate.upgrade(engine)
-        fake = FakeNexudus(
-            latency=args.latency, write_limit=WRITE_LIMIT, min_interval=MIN_INTERVAL
-        )
-        expires = (utcnow() + timedelta(days=3)).replace(microsecond=0)
-        seeded = seed(engine, fake, args.connections, args.stale, expires, rng)
-        items, touched = notifications(seeded, total, args.duplicates, expires, rng)
-        began = time.perf_counter()
-        outcomes = store(engine, items, args.batch)
-        ingest_seconds = time.perf_counter() - began
-        distinct = outcomes[Outcome.STORED]
-        duplicates = outcomes[Outcome.DUPLICATE]
-        if distinct + duplicates != total:
-            raise RuntimeError(f"ingest did not store or dedupe everything: {outcomes}")
-
-        seconds, first_call, rss, cpu = await drain(
-            engine, database, fake, workdir, args.timeout
-        )
-
-        calls = fake.api_calls
-        served = [call for call in calls if call.status != 409]
-        throttled = len(calls) - len(served)
-        gets = Counter(
-            call.path for call in served if call.method == "GET" and call.query == {}
-        )
-        puts = Counter(
-            call.body.get("Id") for call in served if call.method == "PUT" and call.body
-        )
-        posts = sum(1 for call in served if call.method == "POST")
-        searches = sum(1 for call in served if call.method == "GET" and call.query)
-        stale_touched = sum(1 for s in seeded if s.stale and s.connection_id in touched)
-        needed_calls = len(touched) + stale_touched
-        writes = sum(puts.values()) + posts
-        extra_writes = writes - stale_touched
-        bound = lower_bound(needed_calls, stale_touched)
-        states, retried = item_states(engine)
-        engine.dispose()
-        return Run(
-            connections=args.connections,
-            notifications=total,
-            distinct=distinct,
-            duplicates=duplicates,
-            connections_with_work=len(touched),
-            ingest_seconds=ingest_seconds,
-            api_calls=len(calls),
-            gets=sum(gets.values()),
-            puts=sum(puts.values()),
-            posts=posts,
-            searches=searches,
-            throttled=throttled,
-            token_calls=len(fake.token_calls),
-            max_gets_per_record=max(gets.values(), default=0),
-            max_puts_per_record=max(puts.values(), default=0),
-            needed_calls=needed_calls,
-            needed_writes=stale_touched,
-            extra_writes=extra_writes,
-            calls_per_change=len(calls) / distinct,
-            calls_per_action=len(calls) / len(touched),
-            writes_per_duplicate=extra_writes / duplicates if duplicates else 0.0,
-            drain_seconds=seconds,
-            busy_seconds=seconds - first_call,
-            lower_bound_seconds=bound,
-            ratio=seconds / bound,
-            published_bound_seconds=published_bound(needed_calls, stale_touched),
-            peak_rss_mb=rss,
-            worker_cpu_seconds=cpu,
-            items_done=states[ItemState.DONE.value],
-            items_retried=retried,
-            items_dead=states[ItemState.DEAD.value],
-            records_wrong=len(wrong_records(fake, seeded, touched)),
-        )
+        with database.fresh(args.database, workdir) as fresh:
+            return await measure_on(args, total, fresh, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def measure_on(
+    args: argparse.Namespace, total: int, fresh: database.Database, workdir: Path
+) -> Run:
+    rng = random.Random(args.seed)
+    engine = fresh.engine
+    fake = FakeNexudus(
+        latency=args.latency, write_limit=WRITE_LIMIT, min_interval=MIN_INTERVAL
+    )
+    expires = (utcnow() + timedelta(days=3)).replace(microsecond=0)
+    seeded = seed(engine, fake, args.connections, args.stale, expires, rng)
+    items, touched = notifications(seeded, total, args.duplicates, expires, rng)
+    began = time.perf_counter()
+    outcomes = store(engine, items, args.batch)
+    ingest_seconds = time.perf_counter() - began
+    distinct = outcomes[Outcome.STORED]
+    duplicates = outcomes[Outcome.DUPLICATE]
+    if distinct + duplicates != total:
+        raise RuntimeError(f"ingest did not store or dedupe everything: {outcomes}")
+
+    leases.install(engine)
+    # The fake's clock (the bench's monotonic time) against the database's.
+    wall_offset = time.time() - time.monotonic()
+    drained = await drain(engine, fresh.url, fake, workdir, args)
+    seconds = drained.seconds
+    held = leases.read(engine)
+    connection_of = {one.record_id: one.connection_id for one in seeded}
+    without_lease, by_two = lease_checks(
+        fake, drained, held, connection_of, wall_offset
+    )
+    records_per_subscription = Counter(
+        record.get("SubscriptionId") for record in fake.records.values()
+    )
+
+    calls = fake.api_calls
+    served = [call for call in calls if call.status != 409]
+    throttled = len(calls) - len(served)
+    gets = Counter(
+        call.path for call in served if call.method == "GET" and call.query == {}
+    )
+    puts = Counter(
+        call.body.get("Id") for call in served if call.method == "PUT" and call.body
+    )
+    posts = sum(1 for call in served if call.method == "POST")
+    searches = sum(1 for call in served if call.method == "GET" and call.query)
+    stale_touched = sum(1 for s in seeded if s.stale and s.connection_id in touched)
+    needed_calls = len(touched) + stale_touched
+    writes = sum(puts.values()) + posts
+    extra_writes = writes - stale_touched
+    bound = lower_bound(needed_calls, stale_touched)
+    states, retried = item_states(engine)
+    return Run(
+        database=args.database,
+        workers=args.workers,
+        connections=args.connections,
+        notifications=total,
+        distinct=distinct,
+        duplicates=duplicates,
+        connections_with_work=len(touched),
+        ingest_seconds=ingest_seconds,
+        api_calls=len(calls),
+        gets=sum(gets.values()),
+        puts=sum(puts.values()),
+        posts=posts,
+        searches=searches,
+        throttled=throttled,
+        token_calls=len(fake.token_calls),
+        max_gets_per_record=max(gets.values(), default=0),
+        max_puts_per_record=max(puts.values(), default=0),
+        needed_calls=needed_calls,
+        needed_writes=stale_touched,
+        extra_writes=extra_writes,
+        calls_per_change=len(calls) / distinct,
+        calls_per_action=len(calls) / len(touched),
+        writes_per_duplicate=extra_writes / duplicates if duplicates else 0.0,
+        drain_seconds=seconds,
+        busy_seconds=seconds - drained.first_call,
+        lower_bound_seconds=bound,
+        ratio=seconds / bound,
+        published_bound_seconds=published_bound(needed_calls, stale_touched),
+        peak_rss_mb=max(worker.peak_rss_mb for worker in drained.workers),
+        worker_cpu_seconds=sum(worker.cpu_seconds for worker in drained.workers),
+        items_done=states[ItemState.DONE.value],
+        items_retried=retried,
+        items_dead=states[ItemState.DEAD.value],
+        records_wrong=len(wrong_records(fake, seeded, touched)),
+        connections_leased_twice=len(leases.leased_at_once(held)),
+        calls_without_lease=without_lease,
+        records_acted_on_by_two=by_two,
+        records_created=posts,
+        subscriptions_with_two_records=sum(
+            1 for count in records_per_subscription.values() if count > 1
+        ),
+        per_worker=drained.workers,
+    )
 
 
 def report(runs: list[Run]) -> None:
@@ -504,10 +652,28 @@ def report(runs: list[Run]) -> None:
             f"bound with 120 calls/min (not enforced by the fake) "
             f"{run.published_bound_seconds:.0f}s"
         )
+        print(
+            f"  {run.database}, {run.workers} worker(s): connections leased to two "
+            f"workers at once {run.connections_leased_twice}; calls about a record "
+            f"without its connection's lease {run.calls_without_lease}; records "
+            f"acted on by two workers one after the other "
+            f"{run.records_acted_on_by_two}; records created {run.records_created}, "
+            f"subscriptions with two records {run.subscriptions_with_two_records}"
+        )
+        for worker in run.per_worker:
+            print(
+                f"  {worker.name}: {worker.actions} actions, {worker.calls} calls, "
+                f"{worker.throttled} refused with 409, peak RSS "
+                f"{worker.peak_rss_mb:.1f} MB, CPU {worker.cpu_seconds:.1f}s"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", choices=database.CHOICES, default="sqlite")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="bridge worker processes at once"
+    )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument(
         "--notifications",
@@ -526,15 +692,24 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    if args.connections < 1 or min(args.notifications) < 1:
-        parser.error("--connections and --notifications must be at least 1")
+    if min(args.connections, args.workers, *args.notifications) < 1:
+        parser.error("--connections, --workers and --notifications must be at least 1")
 
     runs = [asyncio.run(measure(args, total)) for total in args.notifications]
     report(runs)
     if args.json:
         figures = {"runs": [asdict(run) for run in runs], "at": time.time()}
         args.json.write_text(json.dumps(figures, indent=2))
-    failed = [run for run in runs if run.records_wrong or run.items_dead]
+    failed = [
+        run
+        for run in runs
+        if run.records_wrong
+        or run.items_dead
+        or run.connections_leased_twice
+        or run.calls_without_lease
+        or run.records_created
+        or run.subscriptions_with_two_records
+    ]
     return 1 if failed else 0
 
 

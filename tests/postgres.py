@@ -11,6 +11,8 @@ non-zero with the reason when the server cannot be installed or started: a run
 meant for PostgreSQL never passes without one.
 
 The cluster is for tests only: trust authentication on 127.0.0.1, fsync off.
+Benchmarks (bench/) start one with `cluster(durable=True)`: fsync, synchronous
+commit and full page writes stay at PostgreSQL's defaults (on).
 """
 
 from __future__ import annotations
@@ -139,8 +141,11 @@ class _Account:
 
 
 @contextmanager
-def cluster(binaries: Path | None = None) -> Iterator[str]:
-    """A running throwaway cluster; yields a URL of its `postgres` database."""
+def cluster(binaries: Path | None = None, *, durable: bool = False) -> Iterator[str]:
+    """A running throwaway cluster; yields a URL of its `postgres` database.
+
+    `durable` keeps fsync and its kin on, as a production server has them.
+    """
     binaries = binaries or find_binaries() or install()
     account = _Account.for_server()
     # A path without the caller's home in it, which the server's user can reach.
@@ -166,7 +171,7 @@ def cluster(binaries: Path | None = None) -> Iterator[str]:
             ],
             log,
         )
-        _configure(data, root)
+        _configure(data, root, durable=durable)
         port = _start(binaries, account, data, log)
         try:
             yield f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres"
@@ -178,19 +183,19 @@ def cluster(binaries: Path | None = None) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _configure(data: Path, sockets: Path) -> None:
+def _configure(data: Path, sockets: Path, *, durable: bool = False) -> None:
     settings = {
         "listen_addresses": "127.0.0.1",
         "unix_socket_directories": str(sockets),
         "max_connections": str(MAX_CONNECTIONS),
-        # A throwaway cluster: durability is not what is under test.
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
         # Not UTC, and not whole hours (POSIX form: no time zone files needed):
         # timestamps that leaned on the server's zone would show it.
         "timezone": "<+1345>-13:45",
     }
+    if not durable:
+        # A throwaway cluster: durability is not what is under test.
+        for name in ("fsync", "synchronous_commit", "full_page_writes"):
+            settings[name] = "off"
     with (data / "postgresql.conf").open("a") as conf:
         conf.write("\n# tests/postgres.py\n")
         conf.writelines(f"{name} = '{value}'\n" for name, value in settings.items())

@@ -39,3 +39,21 @@ def test_a_server_that_cannot_start_fails_the_run_and_leaves_nothing(
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert postgres.main([]) == 2
     assert "usage: python -m tests.postgres COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_only_the_test_cluster_turns_durability_off(
+    tmp_path: Path, durable: bool
+) -> None:
+    (tmp_path / "postgresql.conf").write_text("")
+
+    postgres._configure(tmp_path, tmp_path, durable=durable)
+
+    conf = (tmp_path / "postgresql.conf").read_text()
+    turned_off = {
+        "fsync = 'off'",
+        "synchronous_commit = 'off'",
+        "full_page_writes = 'off'",
+    }
+    assert turned_off.isdisjoint(conf.splitlines()) is durable
+    assert "listen_addresses = '127.0.0.1'" in conf

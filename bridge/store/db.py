@@ -28,7 +28,18 @@ def create(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            # No server-side prepared statements. psycopg prepares a statement on
+            # its 5th run, and PostgreSQL then settles on one generic plan made
+            # from the table's size at that moment: made on a young inbox, the
+            # ingest's dedupe lookup kept scanning the whole table as it grew,
+            # until autovacuum next analysed it (docs/benchmarks.md). Unprepared,
+            # every run is planned for its parameters, as the first four were.
+            connect_args={"prepare_threshold": None},
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
