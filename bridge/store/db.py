@@ -7,6 +7,7 @@ batches it (see `writer.py`), so the event loop never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,6 +20,13 @@ from sqlalchemy.exc import DBAPIError
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Seconds a new PostgreSQL connection may take. Without a limit, a server that
+# accepts the connection and then says nothing (overloaded, or a network path that
+# drops packets) holds the caller for as long as the operating system's TCP timeout
+# (psycopg's fallback is 130 s): a notification would wait instead of being
+# answered 503. A `connect_timeout` in the URL or PGCONNECT_TIMEOUT is kept.
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def create(url: str) -> Engine:
     """An engine for `url`; a SQLite file's folder is created when missing.
@@ -28,7 +36,13 @@ def create(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        given = "connect_timeout" in parsed.query or "PGCONNECT_TIMEOUT" in os.environ
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            hide_parameters=True,
+            connect_args={} if given else {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
