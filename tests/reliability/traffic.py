@@ -82,6 +82,10 @@ class Graph:
         self.bodies: list[Body] = []
         self.statuses: Counter[str] = Counter()  # "202", "503", "ConnectError"...
         self.in_flight = 0
+        # What the test says is going on; each delivery is logged with the phase
+        # it started in, and its outcome.
+        self.phase = ""
+        self.log: list[tuple[str, str]] = []
         self._turn = itertools.count()
         self._subscription = itertools.cycle(range(len(self.subscriptions)))
 
@@ -108,6 +112,7 @@ class Graph:
         """POST `body` once; the outcome: the status, or the transport error."""
         if url is None:
             url = self.urls[next(self._turn) % len(self.urls)]
+        phase = self.phase
         self.in_flight += 1
         try:
             answer = await self.http.post(
@@ -120,7 +125,12 @@ class Graph:
             self.in_flight -= 1
         body.outcomes.append(outcome)
         self.statuses[outcome] += 1
+        self.log.append((phase, outcome))
         return outcome
+
+    def outcomes(self, phase: str) -> Counter[str]:
+        """The outcomes of the deliveries started in `phase`."""
+        return Counter(outcome for started, outcome in self.log if started == phase)
 
     async def burst(
         self, until: asyncio.Event, *, items: int = 2, pause: float = 0.01
