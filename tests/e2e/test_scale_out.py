@@ -20,7 +20,6 @@ from sqlalchemy import Connection as Db
 
 from bridge.store import db
 from bridge.store.schema import inbox
-from tests.databases import Databases
 from tests.e2e.fleet import Fleet, paas_url
 from tests.e2e.harness import Bridge, eventually, record_problems
 from tests.fakes.nexudus import CALENDARS
@@ -32,12 +31,6 @@ WEB_PROCESSES = 2
 WORKER_PROCESSES = 3
 
 pytestmark = pytest.mark.usefixtures("on_postgresql")
-
-
-@pytest.fixture
-def on_postgresql(databases: Databases) -> None:
-    if databases.backend != "postgresql":
-        pytest.skip("scale-out is PostgreSQL's (the PostgreSQL run of `make test`)")
 
 
 @pytest.fixture

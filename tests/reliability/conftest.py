@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _pytest.terminal import TerminalReporter
 
 from tests.databases import Databases
 from tests.e2e.fleet import Fleet, paas_url
-from tests.e2e.harness import Bridge, Fakes, running_fakes
+from tests.e2e.harness import Bridge, Fakes
 from tests.fakes.tls import TestCA
 from tests.processes import free_port
 
@@ -66,7 +65,7 @@ def figures(request: pytest.FixtureRequest, databases: Databases) -> Iterator[Fi
         _RECORDED.append({**entry, **recorded.values})
 
 
-def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not _RECORDED:
         return
     terminalreporter.section("reliability figures")
@@ -81,20 +80,6 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     if target := os.environ.get(FIGURES_FILE):
         with Path(target).open("a") as out:
             out.writelines(json.dumps(entry) + "\n" for entry in _RECORDED)
-
-
-@pytest.fixture(scope="session")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA.create(tmp_path_factory.mktemp("reliability-ca"))
-
-
-@pytest.fixture
-async def fakes(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fakes]:
-    # The fake Graph's own client (handshakes) trusts what the bridge trusts.
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    async with running_fakes(ca) as running:
-        yield running
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bridge.store import db
-from tests.databases import Databases
 from tests.e2e.fleet import Fleet, paas_url
 from tests.e2e.harness import Bridge
 from tests.reliability.checks import connect_rooms, converged
@@ -34,12 +33,6 @@ SILENT_ANSWER_WITHIN = db.CONNECT_TIMEOUT_SECONDS + 3.0
 
 
 pytestmark = pytest.mark.usefixtures("on_postgresql")
-
-
-@pytest.fixture
-def on_postgresql(databases: Databases) -> None:
-    if databases.backend != "postgresql":
-        pytest.skip("a database server that goes away is PostgreSQL's")
 
 
 @pytest.fixture
@@ -69,9 +62,7 @@ async def test_database_down_is_503_never_202_and_the_service_recovers(
     url = await fleet.web("web-1", bridge.port)
     await fleet.worker("worker-1")
     rooms = await connect_rooms(bridge, ROOMS)
-    graph = Graph(
-        bridge, [bridge.subscription(room["subscription_id"]) for room in rooms], [url]
-    )
+    graph = Graph.to_rooms(bridge, rooms, [url])
 
     # Graph delivers; the server goes away in the middle of it.
     stop = asyncio.Event()
@@ -154,7 +145,7 @@ async def test_requests_waiting_on_a_silent_database_are_all_answered_503_in_tim
     bridge.env["DATABASE_URL"] += "?connect_timeout=2"
     url = await fleet.web("web-1", bridge.port)
     rooms = await connect_rooms(bridge, 1)
-    graph = Graph(bridge, [bridge.subscription(rooms[0]["subscription_id"])], [url])
+    graph = Graph.to_rooms(bridge, rooms, [url])
     graph.http.timeout = httpx.Timeout(6.0)
     proxy.set("silent")
     outcomes = await asyncio.gather(*(graph.deliver(graph.body()) for _ in range(4)))

@@ -56,11 +56,7 @@ async def test_kill_9_mid_burst_loses_nothing_acknowledged(
     rooms = await connect_rooms(bridge, ROOMS)
     nexudus = bridge.fakes.nexudus
     nexudus.latency = 0.05  # actions take a while: some are always in flight
-    graph = Graph(
-        bridge,
-        [bridge.subscription(room["subscription_id"]) for room in rooms],
-        service.urls,
-    )
+    graph = Graph.to_rooms(bridge, rooms, service.urls)
     stop = asyncio.Event()
     burst = asyncio.create_task(graph.burst(stop))
     killed, leased_at_kill = 0, 0

@@ -30,11 +30,7 @@ async def test_sigterm_under_load_completes_in_flight_work_and_exits_in_time(
     await service.start()
     rooms = await connect_rooms(bridge, ROOMS)
     nexudus = bridge.fakes.nexudus
-    graph = Graph(
-        bridge,
-        [bridge.subscription(room["subscription_id"]) for room in rooms],
-        service.urls,
-    )
+    graph = Graph.to_rooms(bridge, rooms, service.urls)
     stop = asyncio.Event()
     burst = asyncio.create_task(graph.burst(stop))
     # Bodies half sent to every web process, and one that will never be finished.

@@ -89,6 +89,18 @@ class Graph:
         self._turn = itertools.count()
         self._subscription = itertools.cycle(range(len(self.subscriptions)))
 
+    @classmethod
+    def to_rooms(
+        cls,
+        bridge: Bridge,
+        rooms: Sequence[dict[str, Any]],
+        urls: Sequence[str],
+        **options: Any,
+    ) -> Graph:
+        """Deliveries for the subscriptions of connected `rooms`."""
+        subscriptions = [bridge.subscription(room["subscription_id"]) for room in rooms]
+        return cls(bridge, subscriptions, urls, **options)
+
     async def aclose(self) -> None:
         await self.http.aclose()
 
