@@ -78,20 +78,24 @@ async def test_kill_9_mid_burst_loses_nothing_acknowledged(
 
     started = time.monotonic()
     redelivered = await graph.redeliver()
-    await converged(bridge, rooms)
+    items = await converged(bridge, rooms)
     converge_seconds = time.monotonic() - started
     tally = await graph.tally()
     await graph.aclose()
 
+    # Claimed again: the killed workers' items, once their leases ran out.
+    claimed_again = sum(1 for item in items if item["attempts"] > 1)
     figures.update(
         processes_killed=killed,
-        leased_at_kill=leased_at_kill,
+        items_leased_at_kill=leased_at_kill,
+        items_claimed_again=claimed_again,
         **tally.figures(),
         bodies=len(graph.bodies),
         bodies_redelivered=redelivered,
         converged_seconds=converge_seconds,
     )
     assert bodies_refused > 0, "the kills missed the burst"
+    assert claimed_again > 0, "no leased item outlived its worker"
     # A killed process answers nothing: Graph sees no status, never a 5xx.
     assert graph.refused(lambda o: o == "202" or not_an_answer(o)) == {}
     assert tally.lost == 0

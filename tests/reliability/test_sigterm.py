@@ -79,7 +79,7 @@ async def test_sigterm_under_load_completes_in_flight_work_and_exits_in_time(
     figures.update(
         in_flight_requests=len(in_flight),
         in_flight_answered_202=sum(b.outcomes == ["202"] for b, _ in in_flight),
-        actions_in_flight=leased,
+        items_leased_at_signal=leased,
         **{f"exit_seconds_{name}": seconds for name, (_, seconds) in exited.items()},
         **tally.figures(),
         converged_seconds=converge_seconds,
