@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test lint typecheck pytest pytest-sqlite pytest-postgres \
+.PHONY: run demo test lint typecheck pytest pytest-sqlite pytest-postgres reliability \
 	bench-ingest bench-drain bench-coldstart bench-ingest-pg bench-drain-pg clean
 
 $(STAMP): pyproject.toml
@@ -40,6 +40,13 @@ pytest-postgres: $(STAMP)
 	$(BIN)/python -m tests.postgres $(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The reliability suite alone (make test runs it too), on SQLite then on PostgreSQL;
+# each run ends with its figures (docs/reliability.md). BRIDGE_RELIABILITY_FIGURES=F
+# also appends them to F as JSON lines.
+reliability: $(STAMP)
+	BRIDGE_TEST_DATABASE_URL= $(BIN)/pytest tests/reliability
+	$(BIN)/python -m tests.postgres $(BIN)/pytest tests/reliability
 
 bench-ingest: $(STAMP)
 	$(BIN)/python -m bench.ingest

@@ -15,6 +15,7 @@ from bridge.store.writer import InboxWriter
 from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
 from bridge.web import admin, health, notifications
+from bridge.web.body_deadline import BodyDeadline
 from bridge.web.request_id import RequestIdMiddleware
 
 
@@ -55,5 +56,8 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(BodyDeadline, seconds=settings.body_timeout_seconds),
+        ],
     )

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "console"] = Field("json", alias="BRIDGE_LOG_FORMAT")
     max_body_bytes: int = Field(1_048_576, alias="BRIDGE_MAX_BODY_BYTES", ge=1024)
+    # A request's whole body must arrive within this (408 beyond); Graph gives up
+    # on an answer after 10 s, so a body still trickling in then is not Graph's.
+    body_timeout_seconds: float = Field(
+        10.0, alias="BRIDGE_BODY_TIMEOUT_SECONDS", gt=0, le=300
+    )
     # The worker's tuning. The default attempts with the default backoff keep a
     # failing item alive for at least 24 hours (tests/sync/test_retry.py).
     max_attempts: int = Field(140, alias="BRIDGE_MAX_ATTEMPTS", ge=1)

@@ -22,6 +22,10 @@ from tests.databases import Databases, open_databases
 from tests.postgres import ENVIRONMENT_VARIABLE
 from tests.seeds import seed_fixture_connections
 
+# The CA, the fakes over TLS and the PostgreSQL guard that tests with real
+# processes share (tests/e2e, tests/reliability).
+pytest_plugins = ("tests.e2e.fixtures",)
+
 # Variables that would make a test depend on the machine it runs on.
 _CONTRACT_VARIABLES = [
     field.alias for field in Settings.model_fields.values() if field.alias

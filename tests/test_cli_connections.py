@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bridge.store import db
 from bridge.store.schema import inbox, utcnow
 from tests.processes import run_bridge
@@ -77,12 +79,35 @@ def test_inbox_list_and_retry(tmp_path: Path, database_url: str) -> None:
     assert again.stderr == f"bridge: inbox item {item['id']} is pending, not dead\n"
 
 
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["inbox", "retry", str(2**63)], f"no inbox item {2**63}"),
+        (["connections", "show", str(10**20)], f"no connection {10**20}"),
+        (["connections", "renew", str(10**20)], f"no connection {10**20}"),
+        (["connections", "disconnect", str(10**20)], f"no connection {10**20}"),
+        (
+            ["connect", "--resource-id", str(2**63), "--user", "a@contoso.test"],
+            "--resource-id: Input should be less than or equal to",
+        ),
+    ],
+)
+def test_an_id_beyond_what_the_database_holds_is_one_line(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    result = run_bridge(*args, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"bridge: {says}"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_listing_mistakes_are_one_line(tmp_path: Path) -> None:
     for args in (
         ["connections", "list", "--state", "asleep"],
         ["inbox", "list", "--limit", "5000"],
         ["inbox", "retry", "x"],
         ["connections"],
+        ["connections", "list", "--offset", "99999999999999999999"],
     ):
         result = run_bridge(*args, cwd=tmp_path)
         assert result.returncode == 2, args

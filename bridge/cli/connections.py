@@ -89,9 +89,19 @@ def connect_command(settings: Settings, args: argparse.Namespace) -> None:
     show(connected.connection.to_json(), args.json)
 
 
+def _row_id(number: int, what: str) -> int:
+    """`number`, unless no row can have it: the database would fail on it."""
+    from bridge.store.schema import MAX_ID
+
+    if not 0 < number <= MAX_ID:
+        raise UserError(f"no {what} {number}")
+    return number
+
+
 def renew_connection(settings: Settings, args: argparse.Namespace) -> None:
     from bridge.sync.operator import Operator
 
+    _row_id(args.id, "connection")
     outcome = _with_upstreams(
         settings,
         lambda engine, upstreams: Operator(engine, settings, upstreams).renew(args.id),
@@ -107,6 +117,7 @@ def renew_connection(settings: Settings, args: argparse.Namespace) -> None:
 def disconnect_connection(settings: Settings, args: argparse.Namespace) -> None:
     from bridge.sync.operator import Operator
 
+    _row_id(args.id, "connection")
     outcome = _with_upstreams(
         settings,
         lambda engine, upstreams: Operator(engine, settings, upstreams).disconnect(
@@ -171,6 +182,7 @@ def list_connections(settings: Settings, args: argparse.Namespace) -> None:
 def show_connection(settings: Settings, args: argparse.Namespace) -> None:
     from bridge.store import connections
 
+    _row_id(args.id, "connection")
     with transaction(settings) as conn:
         found = connections.get(conn, args.id)
     if found is None:
@@ -192,6 +204,7 @@ def retry_item(settings: Settings, args: argparse.Namespace) -> None:
     from bridge.store import queue
     from bridge.store.schema import utcnow
 
+    _row_id(args.id, "inbox item")
     with transaction(settings, write=True) as conn:
         revived = queue.revive(conn, args.id, utcnow())
         found = queue.entry(conn, args.id)
@@ -209,8 +222,8 @@ def _limit(text: str) -> int:
 
 
 def _offset(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
+    if not text.isdigit() or int(text) > 10**12:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 10**12, got {text!r}")
     return int(text)
 
 

@@ -7,6 +7,7 @@ batches it (see `writer.py`), so the event loop never waits on the database.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -19,6 +20,13 @@ from sqlalchemy.exc import DBAPIError
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# Seconds a new PostgreSQL connection may take. Without a limit, a server that
+# accepts the connection and then says nothing (overloaded, or a network path that
+# drops packets) holds the caller for as long as the operating system's TCP timeout
+# (psycopg's fallback is 130 s): a notification would wait instead of being
+# answered 503. A `connect_timeout` in the URL or PGCONNECT_TIMEOUT is kept.
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def create(url: str) -> Engine:
     """An engine for `url`; a SQLite file's folder is created when missing.
@@ -28,17 +36,22 @@ def create(url: str) -> Engine:
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # No server-side prepared statements. psycopg prepares a statement on
+        # its 5th run, and PostgreSQL then settles on one generic plan made
+        # from the table's size at that moment: made on a young inbox, the
+        # ingest's dedupe lookup kept scanning the whole table as it grew,
+        # until autovacuum next analysed it (docs/benchmarks.md). Unprepared,
+        # every run is planned for its parameters, as the first four were.
+        connect_args: dict[str, Any] = {"prepare_threshold": None}
+        if "connect_timeout" not in parsed.query and not os.environ.get(
+            "PGCONNECT_TIMEOUT"
+        ):
+            connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
         return create_engine(
             url,
             pool_pre_ping=True,
             hide_parameters=True,
-            # No server-side prepared statements. psycopg prepares a statement on
-            # its 5th run, and PostgreSQL then settles on one generic plan made
-            # from the table's size at that moment: made on a young inbox, the
-            # ingest's dedupe lookup kept scanning the whole table as it grew,
-            # until autovacuum next analysed it (docs/benchmarks.md). Unprepared,
-            # every run is planned for its parameters, as the first four were.
-            connect_args={"prepare_threshold": None},
+            connect_args=connect_args,
         )
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # SQLite only makes INTEGER PRIMARY KEY an auto-increment rowid alias.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+# The largest id or number a BigInteger column (and SQLite's INTEGER) holds: a larger
+# one from outside is refused before it reaches the database, which would fail on it.
+MAX_ID = 2**63 - 1
 
 metadata = MetaData(
     naming_convention={

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import Connection as Db
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +27,7 @@ from bridge.nexudus import CalendarFields
 from bridge.store import connections as store
 from bridge.store import db, queue
 from bridge.store.connections import Connection, State
-from bridge.store.schema import utcnow
+from bridge.store.schema import MAX_ID, utcnow
 from bridge.sync.upstreams import Unconfigured, Upstreams
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,22 @@ class ConnectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    resource_id: int = Field(gt=0)
+    resource_id: int = Field(gt=0, le=MAX_ID)
     user_id: str = Field(min_length=1, max_length=255, pattern=r"^\S+$")
     calendar_id: str | None = Field(None, min_length=1, max_length=512)
     name: str | None = Field(None, min_length=1, max_length=255, pattern=r"\S")
-    coworker_id: int | None = Field(None, gt=0)
+    coworker_id: int | None = Field(None, gt=0, le=MAX_ID)
+
+    @field_validator("user_id", "calendar_id", "name")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        # Refused before the subscription is made: PostgreSQL cannot store U+0000,
+        # and no mailbox, calendar id or display name holds a control character.
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise PydanticCustomError(
+                "control_characters", "must not contain control characters"
+            )
+        return value
 
 
 def first_problem(error: ValidationError) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from bridge.store import connections as store
 from bridge.store import db, queue
 from bridge.store.connections import State
 from bridge.store.inbox import ItemState
-from bridge.store.schema import utcnow
+from bridge.store.schema import MAX_ID, utcnow
 from bridge.sync.connect import ConnectRequest, Refused, connect, first_problem
 from bridge.sync.operator import NoSuchConnection, NotAllowed, Operator
 from bridge.sync.upstreams import Unconfigured, Upstreams
@@ -103,8 +103,10 @@ def _state(request: Request, states: type[E]) -> E | None:
         raise Problem(400, f"unknown state {text!r}: one of {allowed}") from None
 
 
-def _path_id(request: Request) -> int:
+def _path_id(request: Request, what: str = "connection") -> int:
     value: int = request.path_params["id"]
+    if value > MAX_ID:  # no such row could exist; the database would fail on it
+        raise Problem(404, f"no {what} {value}")
     return value
 
 
@@ -202,7 +204,7 @@ def admin_routes(
         )
 
     async def retry_item(request: Request) -> Response:
-        item_id = _path_id(request)
+        item_id = _path_id(request, "inbox item")
         revived = await db.write(engine, queue.revive, item_id, utcnow())
         found = await db.read(engine, queue.entry, item_id)
         if found is None:

@@ -1,4 +1,5 @@
-"""Fixtures for the end-to-end tests: the fakes over TLS and a real `bridge serve`."""
+"""Fixtures for the end-to-end tests: a real `bridge serve` (the CA and the fakes
+over TLS are tests/e2e/fixtures.py's)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Bridge, Fakes, running_fakes
+from tests.e2e.harness import Bridge, Fakes
 from tests.fakes.tls import TestCA
-
-
-@pytest.fixture(scope="session")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
-    return TestCA.create(tmp_path_factory.mktemp("e2e-ca"))
-
-
-@pytest.fixture
-async def fakes(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Fakes]:
-    # The fake Graph's own client (handshakes) trusts what the bridge trusts.
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))
-    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    async with running_fakes(ca) as running:
-        yield running
 
 
 @pytest.fixture

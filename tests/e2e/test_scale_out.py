@@ -10,23 +10,17 @@ every subscription renewed once when the three workers' schedulers all find it d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import signal
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import Connection as Db
-from sqlalchemy.engine import make_url
 
 from bridge.store import db
 from bridge.store.schema import inbox
-from tests.databases import Databases
+from tests.e2e.fleet import Fleet, paas_url
 from tests.e2e.harness import Bridge, eventually, record_problems
 from tests.fakes.nexudus import CALENDARS
 from tests.processes import free_port
@@ -35,107 +29,25 @@ ROOMS = 8
 CHANGES_PER_ROOM = 5
 WEB_PROCESSES = 2
 WORKER_PROCESSES = 3
-START_SECONDS = 30.0
-STOP_SECONDS = 30.0
 
 pytestmark = pytest.mark.usefixtures("on_postgresql")
 
 
 @pytest.fixture
-def on_postgresql(databases: Databases) -> None:
-    if databases.backend != "postgresql":
-        pytest.skip("scale-out is PostgreSQL's (the PostgreSQL run of `make test`)")
-
-
-class Fleet:
-    """`bridge` processes sharing the harness's database, fakes and settings."""
-
-    def __init__(self, bridge: Bridge) -> None:
-        self.bridge = bridge
-        self.processes: dict[str, asyncio.subprocess.Process] = {}
-        self.webs: list[str] = []
-
-    def log(self, name: str) -> str:
-        return (self.bridge.workdir / f"{name}.log").read_text(errors="replace")
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {name}\n{self.log(name)[-3000:]}" for name in self.processes
-        )
-
-    async def _spawn(
-        self, name: str, *args: str, **env: str
-    ) -> asyncio.subprocess.Process:
-        with (self.bridge.workdir / f"{name}.log").open("wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bridge",
-                *args,
-                cwd=self.bridge.workdir,
-                env={**self.bridge.env, **env},
-                stdout=out,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-        self.processes[name] = process
-        return process
-
-    async def web(self, name: str, port: int) -> str:
-        url = f"http://127.0.0.1:{port}"
-        process = await self._spawn(
-            name, "serve", "--no-worker", "--host", "127.0.0.1", "--port", str(port)
-        )
-
-        async def ready() -> bool:
-            assert process.returncode is None, self.log(name)
-            with contextlib.suppress(httpx.TransportError):
-                answer = await self.bridge.http.get(f"{url}/readyz", timeout=1.0)
-                return answer.status_code == 200
-            return False
-
-        await eventually(ready, START_SECONDS, f"{name} ready")
-        self.webs.append(url)
-        return url
-
-    async def worker(self, name: str) -> None:
-        # Two connections at a time: the work is shared out, not taken by the
-        # first worker to start.
-        process = await self._spawn(name, "worker", BRIDGE_WORKER_CONCURRENCY="2")
-
-        async def started() -> bool:
-            assert process.returncode is None, self.log(name)
-            return "worker started" in self.log(name)
-
-        await eventually(started, START_SECONDS, f"{name} started")
-
-    async def stop(self, *names: str) -> None:
-        """SIGTERM, as the platform stops a process; each must exit cleanly."""
-        for name in names:
-            self.processes[name].send_signal(signal.SIGTERM)
-        for name in names:
-            status = await asyncio.wait_for(self.processes[name].wait(), STOP_SECONDS)
-            assert status == 0, f"{name} exited with {status}:\n{self.log(name)}"
-
-    async def kill_all(self) -> None:
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-
-
-@pytest.fixture
 async def fleet(bridge: Bridge) -> AsyncIterator[Fleet]:
     # PaaS hosts hand out postgres://...; the processes get it so.
-    bridge.env["DATABASE_URL"] = (
-        make_url(bridge.database_url)
-        .set(drivername="postgres")
-        .render_as_string(hide_password=False)
-    )
+    bridge.env["DATABASE_URL"] = paas_url(bridge.database_url)
     running = Fleet(bridge)
     try:
         yield running
     finally:
         await running.kill_all()
+
+
+async def start_worker(fleet: Fleet, name: str) -> None:
+    # Two connections at a time: the work is shared out, not taken by the first
+    # worker to start.
+    await fleet.worker(name, BRIDGE_WORKER_CONCURRENCY="2")
 
 
 def worker_names(start: int = 1) -> list[str]:
@@ -172,7 +84,7 @@ async def test_web_and_worker_processes_act_on_every_item_once(
     # The workers start together and then find the work due at the same moment,
     # all of it for connections none of them holds: they race to claim it.
     await set_pending_due(bridge, datetime.now(UTC) + timedelta(hours=1))
-    await asyncio.gather(*(fleet.worker(name) for name in worker_names()))
+    await asyncio.gather(*(start_worker(fleet, name) for name in worker_names()))
     nexudus.latency = 0.05  # actions overlap, as with a real upstream
     await set_pending_due(bridge, datetime.now(UTC))
     # Changes while the workers create the records: every copy to every web
@@ -214,7 +126,7 @@ async def test_web_and_worker_processes_act_on_every_item_once(
     created = [
         entry["connection_id"]
         for name in worker_names()
-        for entry in logged(fleet, name, "Nexudus record created")
+        for entry in fleet.logged(name, "Nexudus record created")
     ]
     assert sorted(created) == sorted(c["id"] for c in shown), fleet.logs()
 
@@ -226,7 +138,7 @@ async def test_web_and_worker_processes_act_on_every_item_once(
         await bridge.update_connection(connection["id"], subscription_expires_at=soon)
     graph = bridge.fakes.graph
     graph_since, since = len(graph.calls), len(nexudus.calls)
-    await asyncio.gather(*(fleet.worker(name) for name in worker_names(4)))
+    await asyncio.gather(*(start_worker(fleet, name) for name in worker_names(4)))
 
     async def renewed() -> bool:
         return len(bridge.fakes.nexudus_writes(since)) >= ROOMS
@@ -256,7 +168,7 @@ async def test_web_and_worker_processes_act_on_every_item_once(
     scheduled = [
         entry["renewals"]
         for name in worker_names(4)
-        for entry in logged(fleet, name, "renewals scheduled")
+        for entry in fleet.logged(name, "renewals scheduled")
     ]
     assert sum(scheduled) == ROOMS, fleet.logs()
 
@@ -282,14 +194,3 @@ async def connect(bridge: Bridge, web: str, user: str, resource_id: int) -> Any:
     )
     assert answer.status_code == 201, answer.text
     return answer.json()
-
-
-def logged(fleet: Fleet, name: str, event: str) -> list[dict[str, Any]]:
-    """The JSON log entries of one process for `event`."""
-    entries = []
-    for line in fleet.log(name).splitlines():
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("event") == event:
-                entries.append(entry)
-    return entries

@@ -189,6 +189,10 @@ class FakeGraph:
         """As if the tenant's admin removed Calendars.Read: everything is 403."""
         self.consent_revoked = True
 
+    def pending_faults(self) -> int:
+        """Requests that queued faults (`fail_next`, `hang_next`) have yet to answer."""
+        return self._faults.pending()
+
     def calls_to(self, method: str, path: str = "") -> list[Call]:
         return [
             call

@@ -138,6 +138,10 @@ class Faults:
     def add(self, fault: Fault) -> None:
         self._queue.append(fault)
 
+    def pending(self) -> int:
+        """Requests the queued faults have yet to answer."""
+        return sum(fault.times for fault in self._queue)
+
     def take(self, method: str, path: str) -> Fault | None:
         for fault in self._queue:
             if fault.matches(method, path):

@@ -296,6 +296,10 @@ class FakeNexudus:
     def expire_refresh_tokens(self) -> None:
         self._refresh.clear()
 
+    def pending_faults(self) -> int:
+        """Calls that queued faults (`fail_next` and the like) have yet to answer."""
+        return sum(fault.remaining for fault in self._faults)
+
     def calls_to(
         self, method: str | None = None, path: str | None = None
     ) -> list[Call]:

@@ -107,6 +107,16 @@ async def test_connecting_the_same_calendar_again_returns_the_connection(
         ({"resource_id": 7, "user_id": ""}, "user_id"),
         ({"resource_id": 7}, "user_id"),
         ({"resource_id": 7, "user_id": USER, "colour": "red"}, "colour"),
+        # Beyond what the database holds (it would fail after Graph said yes).
+        ({"resource_id": 2**63, "user_id": USER}, "resource_id"),
+        ({"resource_id": 7, "user_id": USER, "coworker_id": 10**30}, "coworker_id"),
+        # PostgreSQL cannot store U+0000; no real id or name has a control character.
+        ({"resource_id": 7, "user_id": USER, "name": "Room\u00001"}, "name"),
+        (
+            {"resource_id": 7, "user_id": USER, "calendar_id": "AAMk\u0000"},
+            "calendar_id",
+        ),
+        ({"resource_id": 7, "user_id": "adele\u0000@contoso.test"}, "user_id"),
     ],
 )
 async def test_invalid_input_is_400_naming_the_field(
@@ -116,6 +126,24 @@ async def test_invalid_input_is_400_naming_the_field(
     assert answer.status_code == 400
     assert says in answer.json()["error"]
     assert bridge.graph.subscriptions == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "says"),
+    [
+        ("GET", "/admin/connections/{id}", "no connection"),
+        ("DELETE", "/admin/connections/{id}", "no connection"),
+        ("POST", "/admin/connections/{id}/renew", "no connection"),
+        ("POST", "/admin/inbox/{id}/retry", "no inbox item"),
+    ],
+)
+async def test_an_id_beyond_what_the_database_holds_is_404(
+    bridge: Bridge, method: str, path: str, says: str
+) -> None:
+    for number in (2**63, 10**30):
+        answer = await bridge.web.request(method, path.format(id=number), headers=AUTH)
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["error"] == f"{says} {number}"
 
 
 async def test_an_unknown_mailbox_is_a_502_naming_graph(bridge: Bridge) -> None:
