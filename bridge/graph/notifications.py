@@ -8,9 +8,11 @@ grow (extra fields, new `changeType` and `lifecycleEvent` values, a missing `id`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -37,7 +39,25 @@ def _iso_string(value: object) -> object:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_iso_string)]
+def _in_utc(value: datetime) -> datetime:
+    # Stored in UTC: an offset may carry a date at the calendar's edge past it.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside years 1 to 9999 in UTC") from None
+
+
+def _no_nul(value: str) -> str:
+    # No database text column takes U+0000 (PostgreSQL refuses it outright).
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime, BeforeValidator(_iso_string), AfterValidator(_in_utc)
+]
+Text = Annotated[StrictStr, AfterValidator(_no_nul)]
 
 
 class _Model(BaseModel):
@@ -45,28 +65,24 @@ class _Model(BaseModel):
 
 
 class ResourceData(_Model):
-    id: StrictStr | None = None
-    etag: StrictStr | None = Field(None, alias="@odata.etag", max_length=255)
+    id: Text | None = None
+    etag: Text | None = Field(None, alias="@odata.etag", max_length=255)
 
 
 class Notification(_Model):
     """One item of a collection: a change notification or a lifecycle notification."""
 
     # Lengths match the inbox's columns (Graph's ids are GUIDs, its values short).
-    subscription_id: StrictStr = Field(
-        alias="subscriptionId", min_length=1, max_length=64
-    )
+    subscription_id: Text = Field(alias="subscriptionId", min_length=1, max_length=64)
     subscription_expires_at: Timestamp | None = Field(
         None, alias="subscriptionExpirationDateTime"
     )
-    change_type: StrictStr | None = Field(None, alias="changeType", max_length=64)
-    lifecycle_event: StrictStr | None = Field(
-        None, alias="lifecycleEvent", max_length=64
-    )
-    resource: StrictStr | None = None
+    change_type: Text | None = Field(None, alias="changeType", max_length=64)
+    lifecycle_event: Text | None = Field(None, alias="lifecycleEvent", max_length=64)
+    resource: Text | None = None
     resource_data: ResourceData | None = Field(None, alias="resourceData")
-    client_state: StrictStr | None = Field(None, alias="clientState")
-    tenant_id: StrictStr | None = Field(None, alias="tenantId", max_length=64)
+    client_state: Text | None = Field(None, alias="clientState")
+    tenant_id: Text | None = Field(None, alias="tenantId", max_length=64)
 
     @model_validator(mode="after")
     def _has_a_kind(self) -> Notification:

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bridge.store import db
 from bridge.store.inbox import Incoming, Outcome, ingest
@@ -31,6 +32,12 @@ LINGER_TURNS = 10
 MAX_BATCH_ITEMS = 12
 # Tries of a batch that PostgreSQL rolled back to break a deadlock.
 DEADLOCK_ATTEMPTS = 3
+
+
+def _unreachable(error: Exception) -> bool:
+    """The database, not the batch, is the problem: writing each request alone
+    would only make each wait for the same failure in turn."""
+    return isinstance(error, OperationalError | InterfaceError | TimeoutError)
 
 
 class WriterClosed(RuntimeError):
@@ -104,7 +111,7 @@ class InboxWriter:
         try:
             outcomes = await loop.run_in_executor(self._thread, self._commit, items)
         except Exception as error:
-            if len(batch) > 1:
+            if len(batch) > 1 and not _unreachable(error):
                 # One bad request must not fail its neighbours: write each alone.
                 for request in batch:
                     await self._write([request])
@@ -113,8 +120,9 @@ class InboxWriter:
                 "inbox write failed",
                 extra={"items": len(items), "error": repr(error)},
             )
-            if not batch[0].done.done():
-                batch[0].done.set_exception(error)
+            for request in batch:
+                if not request.done.done():
+                    request.done.set_exception(error)
             return
         self._deliver(batch, outcomes)
 

@@ -130,13 +130,6 @@ async def test_database_down_is_503_never_202_and_the_service_recovers(
     await fleet.stop("web-1", "worker-1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bridge/store/writer.py writes a failed batch again request by request, "
-    "so during an outage where each connect waits its timeout, the requests of a "
-    "batch are answered one timeout after another (Graph gives up after 10 s); "
-    "a batch should be split only for errors about its data",
-)
 async def test_requests_waiting_on_a_silent_database_are_all_answered_503_in_time(
     bridge: Bridge, fleet: Fleet, proxy: Proxy
 ) -> None:
