@@ -33,6 +33,19 @@ log = logging.getLogger(__name__)
 _REFUSED = (graph_errors.Unauthorized, graph_errors.Forbidden)
 
 
+def record_fields(connection: Connection) -> CalendarFields:
+    """What the connection's Nexudus record must hold (its expiry must be known)."""
+    assert connection.subscription_expires_at is not None
+    return CalendarFields(
+        resource_id=connection.resource_id,
+        name=connection.name or connection.calendar_id,
+        subscription_id=connection.subscription_id,
+        calendar_id=connection.calendar_id,
+        subscription_expires_at=connection.subscription_expires_at,
+        coworker_id=connection.coworker_id,
+    )
+
+
 class Actions:
     def __init__(
         self,
@@ -156,14 +169,7 @@ class Actions:
         client = self._up.nexudus
         if connection.subscription_expires_at is None:
             raise graph_errors.RetryLater("the subscription's expiry is not known yet")
-        fields = CalendarFields(
-            resource_id=connection.resource_id,
-            name=connection.name or connection.calendar_id,
-            subscription_id=connection.subscription_id,
-            calendar_id=connection.calendar_id,
-            subscription_expires_at=connection.subscription_expires_at,
-            coworker_id=connection.coworker_id,
-        )
+        fields = record_fields(connection)
         record_id = connection.nexudus_record_id
         if record_id is None:
             record_id = await self._find_record(connection)

@@ -23,11 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from bridge import nexudus
 from bridge.graph import _errors as graph_errors
 from bridge.graph.subscriptions import Subscription, new_client_state
-from bridge.nexudus import CalendarFields
 from bridge.store import connections as store
 from bridge.store import db, queue
 from bridge.store.connections import Connection, State
 from bridge.store.schema import MAX_ID, utcnow
+from bridge.sync.actions import record_fields
 from bridge.sync.upstreams import Unconfigured, Upstreams
 
 log = logging.getLogger(__name__)
@@ -188,17 +188,8 @@ async def _create_record(
     connection: Connection,
     clock: Callable[[], datetime],
 ) -> Connection:
-    assert connection.subscription_expires_at is not None
-    fields = CalendarFields(
-        resource_id=connection.resource_id,
-        name=connection.name or connection.calendar_id,
-        subscription_id=connection.subscription_id,
-        calendar_id=connection.calendar_id,
-        subscription_expires_at=connection.subscription_expires_at,
-        coworker_id=connection.coworker_id,
-    )
     try:
-        record_id = await upstreams.nexudus.create_calendar(fields)
+        record_id = await upstreams.nexudus.create_calendar(record_fields(connection))
     except nexudus.GiveUp as error:
         if isinstance(error, nexudus.Unauthorized):
             return await _leave_to_worker(engine, connection, str(error), clock)
