@@ -9,6 +9,8 @@ connection closed.
 
 The deadline runs from the start of the request to the end of its body; once the body
 is in, `receive` is the server's own again (waiting for a disconnect is not bounded).
+Graph's own URLs do not pass through this middleware: their endpoint bounds its body
+read itself (web/notifications.py).
 """
 
 from __future__ import annotations
@@ -71,10 +73,13 @@ class BodyDeadline:
             await _answer_408(send, self.seconds)
 
 
+def too_slow(seconds: float) -> str:
+    """The 408 answer's error message."""
+    return f"the request body did not arrive within {seconds:g} s"
+
+
 async def _answer_408(send: Send, seconds: float) -> None:
-    body = json.dumps(
-        {"error": f"the request body did not arrive within {seconds:g} s"}
-    ).encode()
+    body = json.dumps({"error": too_slow(seconds)}).encode()
     await send(
         {
             "type": "http.response.start",

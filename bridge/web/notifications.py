@@ -4,20 +4,26 @@ Order matters: the validation handshake is answered before anything is read; the
 body is read up to the cap, parsed, and handed to the inbox writer; the answer is 202
 only once every item is committed or deliberately dropped.
 
-The endpoint is a plain ASGI app: it is the hot path, and starlette's request and
-response objects cost as much again as the rest of the request (docs/benchmarks.md).
+The endpoint is a plain ASGI app that a POST reaches before starlette's middleware and
+router (app.py): it is the hot path, and starlette's request and response objects,
+middleware and routing cost as much again as the rest of the request
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+from functools import cache
 from typing import NamedTuple
 from urllib.parse import parse_qsl
 
+from prometheus_client import Counter
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from bridge import metrics
 from bridge.graph.notifications import (
@@ -29,6 +35,9 @@ from bridge.graph.notifications import (
 )
 from bridge.store.inbox import Incoming, Outcome
 from bridge.store.writer import InboxWriter
+from bridge.web.body_deadline import too_slow
+from bridge.web.request_id import HEADER as REQUEST_ID
+from bridge.web.request_id import for_request
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,7 @@ class Reply(NamedTuple):
     body: bytes = b""
     content_type: bytes | None = None
     nosniff: bool = False
+    close: bool = False
 
 
 TEXT = b"text/plain; charset=utf-8"
@@ -118,44 +128,81 @@ def error(status: int, message: str) -> Reply:
     return Reply(status, json.dumps({"error": message}).encode(), b"application/json")
 
 
-class NotificationEndpoint:
-    """The ASGI app behind both Graph URLs."""
+@cache
+def _items_counter(kind: str, outcome: str) -> Counter:
+    # A child per label pair, looked up once: `labels()` takes a lock every call.
+    return metrics.NOTIFICATIONS.labels(kind, outcome)
 
-    def __init__(self, writer: InboxWriter, max_body_bytes: int) -> None:
+
+@cache
+def _requests_counter(status: int) -> Counter:
+    return metrics.NOTIFICATION_REQUESTS.labels(str(status))
+
+
+class NotificationEndpoint:
+    """The ASGI app behind both Graph URLs.
+
+    A POST reaches it straight from `BridgeApp`, past starlette's middleware, so it
+    does itself what that middleware does for every other route: the request id
+    (web/request_id.py) and the deadline on the body (web/body_deadline.py).
+    """
+
+    def __init__(
+        self, writer: InboxWriter, max_body_bytes: int, body_timeout_seconds: float
+    ) -> None:
         self._writer = writer
         self._max_body_bytes = max_body_bytes
+        self._body_timeout_seconds = body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
+        request_id = for_request(scope["headers"])
+        bound = bind_contextvars(request_id=request_id)
         try:
             reply = await self._answer(scope, receive)
         except ClientGone:
             return  # nobody to answer; whatever was stored stays stored
-        headers = [(b"content-length", str(len(reply.body)).encode())]
+        finally:
+            reset_contextvars(**bound)
+        headers = [
+            (b"content-length", str(len(reply.body)).encode()),
+            (REQUEST_ID, request_id.encode()),
+        ]
         if reply.content_type is not None:
             headers.append((b"content-type", reply.content_type))
         if reply.nosniff:
             headers.append((b"x-content-type-options", b"nosniff"))
+        if reply.close:
+            headers.append((b"connection", b"close"))
         await send(
             {"type": "http.response.start", "status": reply.status, "headers": headers}
         )
         await send({"type": "http.response.body", "body": reply.body})
         metrics.ACK_SECONDS.observe(time.perf_counter() - started)
-        metrics.NOTIFICATION_REQUESTS.labels(str(reply.status)).inc()
+        _requests_counter(reply.status).inc()
 
     async def _answer(self, scope: Scope, receive: Receive) -> Reply:
         token = validation_token(scope)
         if token is not None:
             return handshake(token)
         try:
-            body = await read_capped(scope, receive, self._max_body_bytes)
+            async with asyncio.timeout(self._body_timeout_seconds):
+                body = await read_capped(scope, receive, self._max_body_bytes)
         except BodyTooLarge:
-            metrics.NOTIFICATIONS.labels("unknown", "rejected").inc()
+            _items_counter("unknown", "rejected").inc()
             return error(413, f"body is larger than {self._max_body_bytes} bytes")
+        except TimeoutError:
+            seconds = self._body_timeout_seconds
+            log.warning(
+                "request body too slow: answered 408",
+                extra={"path": scope["path"], "seconds": seconds},
+            )
+            # What is still on its way of the body must not be read as a request.
+            return error(408, too_slow(seconds))._replace(close=True)
         try:
             received = parse(body)
         except NotACollection as problem:
-            metrics.NOTIFICATIONS.labels("unknown", "rejected").inc()
+            _items_counter("unknown", "rejected").inc()
             log.warning("notification body rejected", extra={"reason": str(problem)})
             return error(400, str(problem))
         items = [incoming(item) for item in received]
@@ -170,7 +217,9 @@ class NotificationEndpoint:
 
     def _count(self, items: list[Incoming], outcomes: list[Outcome]) -> None:
         for item, outcome in zip(items, outcomes, strict=True):
-            metrics.NOTIFICATIONS.labels(item.kind, outcome).inc()
+            _items_counter(item.kind, outcome).inc()
+            if outcome is Outcome.STORED and is_known(item):
+                continue
             if outcome is Outcome.BAD_CLIENT_STATE:
                 log.warning(
                     "clientState mismatch: item not acted on",
@@ -180,7 +229,7 @@ class NotificationEndpoint:
                         "kind": item.kind,
                     },
                 )
-            elif not is_known(item) or outcome is not Outcome.STORED:
+            else:
                 log.info(
                     "notification %s",
                     outcome if is_known(item) else "of an unknown type, stored",
@@ -192,10 +241,10 @@ class NotificationEndpoint:
                 )
 
 
-def routes(writer: InboxWriter, max_body_bytes: int) -> list[Route]:
-    endpoint = NotificationEndpoint(writer, max_body_bytes)
-    # Lifecycle items that arrive at the notification URL are handled the same way.
-    return [
-        Route("/graph/notifications", endpoint, methods=["POST"]),
-        Route("/graph/lifecycle", endpoint, methods=["POST"]),
-    ]
+# Lifecycle items that arrive at the notification URL are handled the same way.
+PATHS = ("/graph/notifications", "/graph/lifecycle")
+
+
+def routes(endpoint: NotificationEndpoint) -> list[Route]:
+    """The routes `BridgeApp` passes by for a POST: they answer other methods 405."""
+    return [Route(path, endpoint, methods=["POST"]) for path in PATHS]
