@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,36 @@ CONNECTION_KEYS = frozenset(
         "updated_at",
     }
 )
+
+
+@contextmanager
+def inserts_failing(engine: Engine, etag: str | None = None) -> Iterator[None]:
+    """Inserts into the inbox fail in the database itself, by trigger: all of them,
+    or only rows with `etag`. A real failure on the driver's own path, whichever
+    way the caller reaches the database."""
+    only = f" AND NEW.etag = '{etag}'" if etag else ""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER inbox_fails BEFORE INSERT ON inbox "
+                f"WHEN 1{only} BEGIN SELECT RAISE(ABORT, 'insert refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION inbox_fails() RETURNS trigger AS $$ BEGIN "
+                f"IF TRUE{only} THEN RAISE EXCEPTION 'insert refused'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER inbox_fails BEFORE INSERT ON inbox "
+                "FOR EACH ROW EXECUTE FUNCTION inbox_fails()"
+            )
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("DROP TRIGGER inbox_fails")
+            else:
+                conn.exec_driver_sql("DROP TRIGGER inbox_fails ON inbox")
+                conn.exec_driver_sql("DROP FUNCTION inbox_fails()")

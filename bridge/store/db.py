@@ -84,10 +84,8 @@ def _sqlite_begin(conn: Connection) -> None:
 def is_deadlock(error: BaseException) -> bool:
     """PostgreSQL rolled the transaction back to break a deadlock (SQLSTATE 40P01):
     nothing of it was written, and it may simply be run again."""
-    return (
-        isinstance(error, DBAPIError)
-        and getattr(error.orig, "sqlstate", None) == "40P01"
-    )
+    driver_error = error.orig if isinstance(error, DBAPIError) else error
+    return getattr(driver_error, "sqlstate", None) == "40P01"
 
 
 @contextmanager

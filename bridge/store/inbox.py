@@ -1,8 +1,8 @@
 """The inbox: every notification item the bridge has accepted, and what became of it.
 
 `ingest` is the write side of `POST /graph/notifications`: it decides each item's fate
-against the stored connections and inserts the keepers in one statement, inside the
-caller's transaction (the group commit in `writer.py` batches many requests into one).
+against the stored connections and inserts the keepers in one statement (the group
+commit in `writer.py` batches many requests into one, with `ingest_autocommit`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Dialect
 
@@ -138,20 +138,32 @@ def _sql(dialect: Dialect) -> _Sql:
     return _Sql(mark, to_db)
 
 
-def _matches(
-    conn: Connection, sql: _Sql, subscription_ids: list[str]
-) -> dict[str, _Match]:
+# A statement's rows, or nothing for a statement that returns none.
+Run = Callable[[str, Sequence[object]], list[Any]]
+
+
+def _lookup(
+    run: Run, sql: _Sql, subscription_ids: list[str], keys: list[str]
+) -> tuple[dict[str, _Match], set[str]]:
+    """The connections of `subscription_ids` and which of `keys` are stored, in one
+    statement (each call into the driver costs the writer thread a GIL hand-over)."""
     found: dict[str, _Match] = {}
-    rows = conn.exec_driver_sql(
-        "SELECT subscription_id, id, client_state, state FROM connections "  # noqa: S608
-        f"WHERE subscription_id IN ({sql.marks(len(subscription_ids))})",
-        tuple(subscription_ids),
+    stored: set[str] = set()
+    rows = run(
+        "SELECT 'c', subscription_id, id, client_state, state FROM connections "  # noqa: S608
+        f"WHERE subscription_id IN ({sql.marks(len(subscription_ids))}) "
+        "UNION ALL SELECT 'k', dedupe_key, NULL, NULL, NULL FROM inbox "
+        f"WHERE dedupe_key IN ({sql.marks(len(keys))})",
+        (*subscription_ids, *keys),
     )
-    for sub_id, conn_id, secret, state in rows:
-        found[sub_id] = _Match(conn_id, secret, state not in _INACTIVE)
+    for tag, key, conn_id, secret, state in rows:
+        if tag == "c":
+            found[key] = _Match(conn_id, secret, state not in _INACTIVE)
+        else:
+            stored.add(key)
     rest = [sub_id for sub_id in subscription_ids if sub_id not in found]
     if rest:
-        aliases = conn.exec_driver_sql(
+        aliases = run(
             "SELECT subscription_id, connection_id, client_state "  # noqa: S608
             "FROM subscription_aliases "
             f"WHERE subscription_id IN ({sql.marks(len(rest))})",
@@ -159,15 +171,7 @@ def _matches(
         )
         for sub_id, conn_id, secret in aliases:
             found[sub_id] = _Match(conn_id, secret, actionable=False)
-    return found
-
-
-def _stored_keys(conn: Connection, sql: _Sql, keys: list[str]) -> set[str]:
-    rows = conn.exec_driver_sql(
-        f"SELECT dedupe_key FROM inbox WHERE dedupe_key IN ({sql.marks(len(keys))})",  # noqa: S608
-        tuple(keys),
-    )
-    return {key for (key,) in rows}
+    return found, stored
 
 
 def _row(
@@ -197,37 +201,60 @@ def _row(
     )
 
 
-def ingest(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[Outcome]:
-    """Store what is to be stored; one outcome per item, in order."""
-    sql = _sql(conn.dialect)
-    matches = _matches(conn, sql, list({item.subscription_id for item in items}))
+def _ingest(
+    run: Run, sql: _Sql, items: Sequence[Incoming], now: datetime
+) -> list[Outcome]:
     keys = [item.dedupe_key() for item in items]
-    verdicts: list[ItemState | None] = []  # None: the secret did not match
-    for item in items:
-        match = matches.get(item.subscription_id)
-        if match and not _secret_matches(match.client_state, item.client_state):
-            verdicts.append(None)
-        elif match and match.actionable:
-            verdicts.append(ItemState.PENDING)
-        else:
-            verdicts.append(ItemState.IGNORED)
-    kept = {key for key, verdict in zip(keys, verdicts, strict=True) if verdict}
-    new = kept - _stored_keys(conn, sql, list(kept)) if kept else set()
+    subscription_ids = list({item.subscription_id for item in items})
+    matches, stored = _lookup(run, sql, subscription_ids, keys)
     db_now = sql.to_db(now)
     rows, outcomes = [], []
-    for item, key, verdict in zip(items, keys, verdicts, strict=True):
-        if verdict is None:
+    for item, key in zip(items, keys, strict=True):
+        match = matches.get(item.subscription_id)
+        if match and not _secret_matches(match.client_state, item.client_state):
             outcomes.append(Outcome.BAD_CLIENT_STATE)
-        elif key in new:
-            new.discard(key)  # later copies in the same batch are duplicates
-            match = matches.get(item.subscription_id)
-            rows.append(_row(sql, item, key, verdict, match, db_now))
-            stored = verdict is ItemState.PENDING
-            outcomes.append(Outcome.STORED if stored else Outcome.IGNORED)
-        else:
+        elif key in stored:
             outcomes.append(Outcome.DUPLICATE)
+        else:
+            stored.add(key)  # later copies in the same batch are duplicates
+            actionable = match is not None and match.actionable
+            state = ItemState.PENDING if actionable else ItemState.IGNORED
+            rows.append(_row(sql, item, key, state, match, db_now))
+            outcomes.append(
+                Outcome.STORED if state is ItemState.PENDING else Outcome.IGNORED
+            )
     if rows:
-        # DO NOTHING covers a copy committed by another process since the SELECT.
+        # DO NOTHING covers a copy stored by another process since the lookup.
         flat = tuple(value for row in rows for value in row)
-        conn.exec_driver_sql(sql.insert(len(rows)), flat)
+        run(sql.insert(len(rows)), flat)
     return outcomes
+
+
+def ingest(conn: Connection, items: Sequence[Incoming], now: datetime) -> list[Outcome]:
+    """Store what is to be stored, in the caller's transaction; one outcome per item,
+    in order."""
+
+    def run(statement: str, parameters: Sequence[object]) -> list[Any]:
+        result = conn.exec_driver_sql(statement, tuple(parameters))
+        return list(result.all()) if result.returns_rows else []
+
+    return _ingest(run, _sql(conn.dialect), items, now)
+
+
+def ingest_autocommit(
+    dbapi_connection: Any, dialect: Dialect, items: Sequence[Incoming], now: datetime
+) -> list[Outcome]:
+    """`ingest` on a driver connection in autocommit mode: the lookup, then one INSERT
+    that commits itself. Two calls into the driver in all, where a transaction
+    around them would take four: the group-commit thread (writer.py) waits for the
+    GIL after each (docs/benchmarks.md)."""
+
+    def run(statement: str, parameters: Sequence[object]) -> list[Any]:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(statement, parameters)
+            return list(cursor.fetchall()) if cursor.description else []
+        finally:
+            cursor.close()
+
+    return _ingest(run, _sql(dialect), items, now)

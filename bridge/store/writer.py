@@ -1,43 +1,57 @@
 """Group commit for the ingest path.
 
-Requests hand their items to one `InboxWriter`; while a transaction is being written,
-the items of every request that arrives meanwhile gather, and the next transaction takes
-them all. Each request still waits for the commit that holds its items, so "202 only
-after the items are committed" holds, with one fsync per batch instead of per request.
+Requests hand their items to one `InboxWriter`, whose thread writes them: while one
+transaction is being committed, the items of every request that arrives meanwhile
+gather, and the next transaction takes them all. Each request still waits for the
+commit that holds its items, so "202 only after the items are committed" holds, with
+one fsync per batch instead of per request.
+
+The thread takes its next batch as soon as a commit ends, without a trip through the
+event loop; the loop only hands requests over and hears back once per batch. It holds
+a driver connection of its own in autocommit mode and writes a batch in two calls
+into the driver (`ingest_autocommit`): after each call it must wait for the event
+loop's thread to let go of the GIL, so the fewer, the shorter each batch
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from bridge.store import db
-from bridge.store.inbox import Incoming, Outcome, ingest
+from bridge.store.inbox import Incoming, Outcome, ingest_autocommit
 from bridge.store.schema import utcnow
 
 log = logging.getLogger(__name__)
 
-
-# Measured with bench/ingest (docs/benchmarks.md): a few loop turns before taking a
-# batch let requests already being parsed join it; a cap well under the number of
-# clients lets one batch commit while the next one's requests are parsed.
-LINGER_TURNS = 10
-MAX_BATCH_ITEMS = 12
+# One INSERT carries a batch (inbox.py): 64 rows of 15 columns stay far below the
+# parameter limits of SQLite (32766) and PostgreSQL (65535).
+MAX_BATCH_ITEMS = 64
 # Tries of a batch that PostgreSQL rolled back to break a deadlock.
 DEADLOCK_ATTEMPTS = 3
 
 
-def _unreachable(error: Exception) -> bool:
+def _unreachable(error: Exception, dbapi: Any) -> bool:
     """The database, not the batch, is the problem: writing each request alone
     would only make each wait for the same failure in turn."""
-    return isinstance(error, OperationalError | InterfaceError | TimeoutError)
+    return isinstance(
+        error,
+        OperationalError
+        | InterfaceError
+        | TimeoutError
+        | dbapi.OperationalError
+        | dbapi.InterfaceError,
+    )
 
 
 class WriterClosed(RuntimeError):
@@ -48,6 +62,10 @@ class WriterClosed(RuntimeError):
 class _Request:
     items: Sequence[Incoming]
     done: asyncio.Future[list[Outcome]] = field(repr=False)
+
+
+# What became of one request: its outcomes, or the error that kept it unwritten.
+_Result = tuple[_Request, list[Outcome] | BaseException]
 
 
 class InboxWriter:
@@ -61,12 +79,13 @@ class InboxWriter:
         self._engine = engine
         self._max_batch_items = max_batch_items
         self._on_stored = on_stored
-        self._queue: list[_Request] = []
-        self._wake = asyncio.Event()
+        # None is the signal to stop, queued behind every request already taken.
+        self._requests: SimpleQueue[_Request | None] = SimpleQueue()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
-        # One thread: batches are written one after another, never concurrently.
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="inbox-writer")
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # The writer thread's own driver connection, opened when first needed.
+        self._connection: Any = None
 
     async def write(self, items: Sequence[Incoming]) -> list[Outcome]:
         """Store `items` durably; returns once they are committed (or raises)."""
@@ -74,74 +93,90 @@ class InboxWriter:
             raise WriterClosed("the inbox writer is shutting down")
         if not items:
             return []
-        if self._task is None:
-            # A context of its own: it outlives the request that started it, whose
-            # request id must not label every batch after.
-            self._task = asyncio.create_task(
-                self._run(), name="inbox-writer", context=contextvars.Context()
+        loop = asyncio.get_running_loop()
+        if self._thread is None:
+            self._loop = loop
+            # One thread: batches are written one after another, never concurrently.
+            self._thread = threading.Thread(
+                target=self._serve, name="inbox-writer", daemon=True
             )
-        request = _Request(items, asyncio.get_running_loop().create_future())
-        self._queue.append(request)
-        self._wake.set()
+            self._thread.start()
+        request = _Request(items, loop.create_future())
+        self._requests.put(request)
         return await request.done
 
     async def close(self) -> None:
         """Write what is queued, then stop."""
+        if self._closing:
+            return
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        self._thread.shutdown(wait=True)
+        if self._thread is not None:
+            self._requests.put(None)
+            await asyncio.to_thread(self._thread.join)
 
-    async def _run(self) -> None:
+    # The writer thread.
+
+    def _serve(self) -> None:
+        try:
+            carried: _Request | None = None
+            while True:
+                first = carried or self._requests.get()
+                if first is None:
+                    return
+                batch, carried = self._gather(first)
+                results = self._write(batch)
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._deliver, results)
+        finally:
+            self._disconnect()
+
+    def _gather(self, first: _Request) -> tuple[list[_Request], _Request | None]:
+        """`first` and whatever else is waiting, up to the cap; what did not fit."""
+        batch, count = [first], len(first.items)
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                # Let requests that are already being parsed join this batch.
-                for _ in range(LINGER_TURNS):
-                    await asyncio.sleep(0)
-                await self._write(self._take_batch())
-            if self._closing:
-                return
+            try:
+                request = self._requests.get_nowait()
+            except Empty:
+                return batch, None
+            if request is None:
+                self._requests.put(None)  # stop once this batch is written
+                return batch, None
+            if count + len(request.items) > self._max_batch_items:
+                return batch, request
+            batch.append(request)
+            count += len(request.items)
 
-    async def _write(self, batch: list[_Request]) -> None:
-        loop = asyncio.get_running_loop()
+    def _write(self, batch: list[_Request]) -> list[_Result]:
         items = [item for request in batch for item in request.items]
         try:
-            outcomes = await loop.run_in_executor(self._thread, self._commit, items)
+            outcomes = self._commit(items)
         except Exception as error:
-            if len(batch) > 1 and not _unreachable(error):
+            # Whatever state the connection was left in, the next batch starts afresh.
+            self._disconnect()
+            dbapi = self._engine.dialect.loaded_dbapi
+            if len(batch) > 1 and not _unreachable(error, dbapi):
                 # One bad request must not fail its neighbours: write each alone.
-                for request in batch:
-                    await self._write([request])
-                return
+                return [result for one in batch for result in self._write([one])]
             log.error(
                 "inbox write failed",
                 extra={"items": len(items), "error": repr(error)},
             )
-            for request in batch:
-                if not request.done.done():
-                    request.done.set_exception(error)
-            return
-        self._deliver(batch, outcomes)
-
-    def _take_batch(self) -> list[_Request]:
-        taken, count = 0, 0
-        for request in self._queue:
-            if taken and count + len(request.items) > self._max_batch_items:
-                break
-            taken += 1
-            count += len(request.items)
-        batch, self._queue = self._queue[:taken], self._queue[taken:]
-        return batch
+            return [(request, error) for request in batch]
+        results: list[_Result] = []
+        start = 0
+        for request in batch:
+            end = start + len(request.items)
+            results.append((request, outcomes[start:end]))
+            start = end
+        return results
 
     def _commit(self, items: list[Incoming]) -> list[Outcome]:
         attempt = 1
         while True:
             try:
-                with db.writing(self._engine) as conn:
-                    return ingest(conn, items, utcnow())
+                return ingest_autocommit(
+                    self._connect(), self._engine.dialect, items, utcnow()
+                )
             except Exception as error:
                 # PostgreSQL: web processes storing copies of the same items in
                 # different orders wait for each other; the server rolls one back.
@@ -150,13 +185,37 @@ class InboxWriter:
                 log.info("inbox write met a deadlock; writing again")
                 attempt += 1
 
-    def _deliver(self, batch: list[_Request], outcomes: list[Outcome]) -> None:
-        start = 0
-        for request in batch:
-            end = start + len(request.items)
+    def _connect(self) -> Any:
+        if self._connection is None:
+            connection = self._engine.raw_connection()
+            # Out of the pool for good (closing it closes the driver's connection):
+            # autocommit must not reach the pool's other users.
+            connection.detach()
+            if self._engine.dialect.name == "postgresql":
+                driver: Any = connection.dbapi_connection
+                driver.autocommit = True
+            # SQLite's connections already are in autocommit mode (db.py).
+            self._connection = connection
+        return self._connection.dbapi_connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            with suppress(Exception):
+                self._connection.close()
+            self._connection = None
+
+    # Back on the event loop.
+
+    def _deliver(self, results: list[_Result]) -> None:
+        stored = False
+        for request, result in results:
             # A request whose client went away was still committed: at-least-once.
-            if not request.done.done():
-                request.done.set_result(outcomes[start:end])
-            start = end
-        if self._on_stored is not None and Outcome.STORED in outcomes:
+            if request.done.done():
+                continue
+            if isinstance(result, BaseException):
+                request.done.set_exception(result)
+            else:
+                request.done.set_result(result)
+                stored = stored or Outcome.STORED in result
+        if stored and self._on_stored is not None:
             self._on_stored()

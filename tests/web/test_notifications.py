@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 
 from tests.seeds import (
     FIXTURES,
@@ -17,6 +17,7 @@ from tests.seeds import (
     SUBSCRIPTION_A,
     SUBSCRIPTION_B,
     fixture,
+    inserts_failing,
     stored_items,
 )
 
@@ -323,14 +324,8 @@ async def test_streamed_oversize_body_is_413_without_reading_it_all(
 async def test_database_failure_is_503_and_nothing_is_acknowledged(
     client: httpx.AsyncClient, engine: Engine
 ) -> None:
-    def fail(*_args: object, **_kwargs: object) -> None:
-        raise OSError("disk I/O error")
-
-    event.listen(engine, "commit", fail)
-    try:
+    with inserts_failing(engine):
         status = await post(client, fixture("event-created.json"))
-    finally:
-        event.remove(engine, "commit", fail)
     assert status == 503
     assert stored_items(engine) == []
     # The same delivery, retried by Graph once the database is back, is stored.
