@@ -107,7 +107,6 @@ _COLUMNS = (
     "raw",
     "dedupe_key",
 )
-_TIMESTAMPS = frozenset({"subscription_expires_at", "received_at", "next_attempt_at"})
 
 
 @dataclass(frozen=True, slots=True)
