@@ -173,11 +173,19 @@ class InboxWriter:
     def _commit(self, items: list[Incoming]) -> list[Outcome]:
         attempt = 1
         while True:
+            # A connection kept from an earlier batch may have died since (a server
+            # restart or failover) unnoticed: the pool's pre-ping never sees it.
+            kept = self._connection is not None
+            driver = self._connect()
             try:
-                return ingest_autocommit(
-                    self._connect(), self._engine.dialect, items, utcnow()
-                )
+                return ingest_autocommit(driver, self._engine.dialect, items, utcnow())
             except Exception as error:
+                if kept and self._engine.dialect.is_disconnect(error, driver, None):
+                    # Once, on a new connection: a server that is really gone fails
+                    # the connect itself, and the batch with it.
+                    log.info("inbox writer's connection had gone; connecting again")
+                    self._disconnect()
+                    continue
                 # PostgreSQL: web processes storing copies of the same items in
                 # different orders wait for each other; the server rolls one back.
                 if attempt >= DEADLOCK_ATTEMPTS or not db.is_deadlock(error):

@@ -10,7 +10,7 @@ import httpx
 import hypothesis
 import pytest
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from bridge.app import create_app
 from bridge.settings import Settings
@@ -190,3 +190,33 @@ async def test_a_deadlock_with_another_process_is_written_again(
     assert len(outcomes) == 2
     keys = [row["dedupe_key"] for row in stored_items(engine)]
     assert sorted(keys) == sorted([first.dedupe_key(), second.dedupe_key()])
+
+
+async def test_a_connection_the_server_ended_between_batches_is_replaced(
+    engine: Engine, databases: Databases
+) -> None:
+    if databases.backend != "postgresql":
+        pytest.skip("PostgreSQL only: a SQLite file does not go away")
+    others = text(
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    writer = InboxWriter(engine)
+    try:
+        first = await writer.write([item(SUBSCRIPTION_A, SECRET_A, "etag-1")])
+        # A restart or failover: the server ends the writer's session (and every
+        # other one on this database) while nothing is being written.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for pid in conn.execute(others).scalars():
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            for _ in range(100):  # each statement sees the sessions anew (autocommit)
+                if not conn.execute(others).first():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the server did not end the other sessions")
+        second = await writer.write([item(SUBSCRIPTION_A, SECRET_A, "etag-2")])
+    finally:
+        await writer.close()
+    assert (first, second) == ([Outcome.STORED], [Outcome.STORED])
+    assert len(stored_items(engine)) == 2
