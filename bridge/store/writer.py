@@ -180,7 +180,7 @@ class InboxWriter:
             try:
                 return ingest_autocommit(driver, self._engine.dialect, items, utcnow())
             except Exception as error:
-                if kept and self._engine.dialect.is_disconnect(error, driver, None):
+                if kept and self._disconnected(error, driver):
                     # Once, on a new connection: a server that is really gone fails
                     # the connect itself, and the batch with it.
                     log.info("inbox writer's connection had gone; connecting again")
@@ -192,6 +192,13 @@ class InboxWriter:
                     raise
                 log.info("inbox write met a deadlock; writing again")
                 attempt += 1
+
+    def _disconnected(self, error: Exception, driver: Any) -> bool:
+        """The driver's connection is gone, by the dialect's own reckoning."""
+        dialect = self._engine.dialect
+        return isinstance(error, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
+            error, driver, None
+        )
 
     def _connect(self) -> Any:
         if self._connection is None:
