@@ -35,7 +35,7 @@ from bridge.graph.notifications import (
 )
 from bridge.store.inbox import Incoming, Outcome
 from bridge.store.writer import InboxWriter
-from bridge.web.body_deadline import too_slow
+from bridge.web.body_deadline import Deadlines, too_slow
 from bridge.web.request_id import HEADER as REQUEST_ID
 from bridge.web.request_id import for_request
 
@@ -152,7 +152,7 @@ class NotificationEndpoint:
     ) -> None:
         self._writer = writer
         self._max_body_bytes = max_body_bytes
-        self._body_timeout_seconds = body_timeout_seconds
+        self._deadlines = Deadlines(body_timeout_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -185,20 +185,24 @@ class NotificationEndpoint:
         token = validation_token(scope)
         if token is not None:
             return handshake(token)
+        reading = self._deadlines.start()
         try:
-            async with asyncio.timeout(self._body_timeout_seconds):
-                body = await read_capped(scope, receive, self._max_body_bytes)
+            body = await read_capped(scope, receive, self._max_body_bytes)
         except BodyTooLarge:
             _items_counter("unknown", "rejected").inc()
             return error(413, f"body is larger than {self._max_body_bytes} bytes")
-        except TimeoutError:
-            seconds = self._body_timeout_seconds
+        except asyncio.CancelledError:
+            if not self._deadlines.expired(reading):
+                raise
+            seconds = self._deadlines.seconds
             log.warning(
                 "request body too slow: answered 408",
                 extra={"path": scope["path"], "seconds": seconds},
             )
             # What is still on its way of the body must not be read as a request.
             return error(408, too_slow(seconds))._replace(close=True)
+        finally:
+            self._deadlines.stop(reading)
         try:
             received = parse(body)
         except NotACollection as problem:

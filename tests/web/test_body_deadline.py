@@ -98,6 +98,60 @@ async def test_a_trickled_body_is_answered_408_at_the_deadline(
     assert stored_items(engine) == []
 
 
+async def test_requests_that_start_apart_each_get_their_own_deadline(
+    slow_app: Starlette,
+) -> None:
+    # One timer serves every request (Deadlines): it must move on to the next
+    # deadline once the earliest has passed, and skip requests already answered.
+    whole = body()
+    trickled = [whole[n : n + 8] for n in range(0, len(whole), 8)]
+
+    async def later(delay: float, chunks: list[bytes], pause: float) -> float:
+        await asyncio.sleep(delay)
+        sent, seconds = await call(slow_app, chunks, pause)
+        return seconds if sent[0]["status"] == 408 else -sent[0]["status"]
+
+    seconds = await asyncio.gather(
+        later(0.0, [whole], 0),  # in at once: 202, its deadline left to pass
+        later(0.0, trickled, 0.05),
+        later(0.1, trickled, 0.05),
+        later(0.2, trickled, 0.05),
+    )
+
+    assert seconds[0] == -202
+    assert all(DEADLINE <= s < DEADLINE + 0.25 for s in seconds[1:]), seconds
+
+
+async def test_a_request_cancelled_while_reading_is_not_answered_408(
+    slow_app: Starlette,
+) -> None:
+    # The server cancels a request (shutting down, say): that is not the deadline's
+    # doing, so the cancellation goes on and nothing is answered.
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/graph/notifications",
+        "query_string": b"",
+        "headers": [],
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()  # the body never comes
+        raise AssertionError
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    request = asyncio.create_task(slow_app(scope, receive, send))
+    await asyncio.sleep(DEADLINE / 3)
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.sleep(DEADLINE)  # the deadline passes: still nothing to cancel
+    assert sent == []
+
+
 async def test_a_body_in_pieces_within_the_deadline_is_taken(
     slow_app: Starlette, engine: Engine
 ) -> None:
