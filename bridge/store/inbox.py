@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Connection, Dialect
 
@@ -45,8 +45,12 @@ class Outcome(StrEnum):
 _INACTIVE = frozenset({"disconnected", "orphaned"})
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One notification item as the endpoint hands it to the inbox.
+
+    A named tuple: one is made per item on the ingest hot path, at well under half
+    the cost of a frozen dataclass."""
+
     subscription_id: str
     client_state: str | None
     kind: Kind
@@ -58,6 +62,13 @@ class Incoming:
     expires_at: datetime | None
     tenant_id: str | None
     raw: str
+
+    def __repr__(self) -> str:
+        # The clientState is a secret, and the raw item carries it too.
+        return (
+            f"Incoming(subscription_id={self.subscription_id!r}, kind={self.kind!r}, "
+            f"resource_id={self.resource_id!r}, etag={self.etag!r})"
+        )
 
     def dedupe_key(self) -> str:
         """Equal for items equal in meaning: Graph sends 2-4 copies of one change."""

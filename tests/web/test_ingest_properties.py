@@ -220,3 +220,9 @@ async def test_a_connection_the_server_ended_between_batches_is_replaced(
         await writer.close()
     assert (first, second) == ([Outcome.STORED], [Outcome.STORED])
     assert len(stored_items(engine)) == 2
+
+
+def test_an_item_shown_in_a_log_or_traceback_keeps_its_secret() -> None:
+    shown = repr(item(SUBSCRIPTION_A, SECRET_A, "etag-1"))
+    assert SUBSCRIPTION_A in shown
+    assert SECRET_A not in shown
