@@ -285,6 +285,37 @@ async def test_error_says_what_is_wrong(
     assert says in response.json()["error"]
 
 
+async def test_a_nul_character_is_refused_by_name_wherever_it_is_stored(
+    client: httpx.AsyncClient, engine: Engine
+) -> None:
+    item = notification()
+    item["resourceData"] = {**item["resourceData"], "@odata.etag": 'W/"a\u0000b"'}
+    response = await client.post(URLS[0], json={"value": [notification(), item]})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "value.1.resourceData.@odata.etag" in error
+    assert "must not contain U+0000" in error
+    assert stored_items(engine) == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        # A backslash and "u0000" as text: the JSON holds `\\u0000`, no NUL.
+        notification(resource="Users/u/Events/back\\u0000slash"),
+        # Not a field the bridge reads: kept, escaped, in the raw item.
+        notification(somethingNew="a\u0000b"),
+    ],
+    ids=["escaped-backslash", "unknown-field"],
+)
+async def test_what_only_looks_like_a_nul_or_is_not_stored_apart_is_taken(
+    client: httpx.AsyncClient, engine: Engine, item: dict[str, Any]
+) -> None:
+    assert await post(client, json.dumps({"value": [item]}).encode()) == 202
+    [stored] = stored_items(engine)
+    assert json.loads(stored["raw"]) == item
+
+
 async def test_clientstate_is_never_echoed_in_errors(client: httpx.AsyncClient) -> None:
     body = {"value": [{"subscriptionId": "s", "clientState": SECRET_A}]}
     response = await client.post(URLS[0], json=body)
