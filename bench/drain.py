@@ -63,7 +63,7 @@ from bridge.nexudus import format_nexudus_datetime
 from bridge.store import connections, db
 from bridge.store.inbox import ItemState, Outcome, ingest
 from bridge.store.schema import inbox, utcnow
-from bridge.web.notifications import incoming
+from bridge.web.ingest import incoming
 from tests.fakes.nexudus import PASSWORD, USERNAME, Call, FakeNexudus
 from tests.fakes.server import serve
 from tests.processes import free_port

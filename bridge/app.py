@@ -13,11 +13,11 @@ from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
 from bridge.settings import Settings
-from bridge.store.writer import InboxWriter
 from bridge.sync.upstreams import Upstreams
 from bridge.sync.worker import Worker
 from bridge.web import admin, health, notifications
 from bridge.web.body_deadline import BodyDeadline
+from bridge.web.ingest import IngestProcess
 from bridge.web.request_id import RequestIdMiddleware
 
 
@@ -59,7 +59,11 @@ def create_app(
     itself (the embedded single-machine mode) and wakes it whenever a notification
     is stored.
     """
-    writer = InboxWriter(engine, on_stored=worker.wake if worker else None)
+    ingest = IngestProcess.for_settings(
+        settings,
+        engine.url.render_as_string(hide_password=False),
+        on_stored=worker.wake if worker else None,
+    )
     clients = upstreams or Upstreams.from_settings(settings)
 
     @asynccontextmanager
@@ -68,14 +72,14 @@ def create_app(
         try:
             yield
         finally:
-            await writer.close()
+            await ingest.close()
             if worker is not None and running is not None:
                 worker.stop()
                 await running
             await clients.aclose()
 
     graph = notifications.NotificationEndpoint(
-        writer, settings.max_body_bytes, settings.body_timeout_seconds
+        ingest, settings.max_body_bytes, settings.body_timeout_seconds
     )
     routes = [
         *notifications.routes(graph),

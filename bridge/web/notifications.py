@@ -26,16 +26,10 @@ from starlette.types import Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from bridge import metrics
-from bridge.graph.notifications import (
-    CHANGE_TYPES,
-    LIFECYCLE_EVENTS,
-    NotACollection,
-    Received,
-    parse,
-)
-from bridge.store.inbox import Incoming, Outcome
-from bridge.store.writer import InboxWriter
+from bridge.graph.notifications import CHANGE_TYPES, LIFECYCLE_EVENTS
+from bridge.store.inbox import Outcome
 from bridge.web.body_deadline import Deadlines, too_slow
+from bridge.web.ingest import IngestProcess, Rejected, Summary
 from bridge.web.request_id import HEADER as REQUEST_ID
 from bridge.web.request_id import for_request
 
@@ -101,24 +95,7 @@ async def read_capped(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def incoming(received: Received) -> Incoming:
-    item = received.notification
-    return Incoming(
-        subscription_id=item.subscription_id,
-        client_state=item.client_state,
-        kind="lifecycle" if item.is_lifecycle else "change",
-        change_type=item.change_type,
-        lifecycle_event=item.lifecycle_event,
-        resource=item.resource,
-        resource_id=item.resource_id,
-        etag=item.etag,
-        expires_at=item.subscription_expires_at,
-        tenant_id=item.tenant_id,
-        raw=received.raw,
-    )
-
-
-def is_known(item: Incoming) -> bool:
+def is_known(item: Summary) -> bool:
     if item.kind == "lifecycle":
         return item.lifecycle_event in LIFECYCLE_EVENTS
     return item.change_type in CHANGE_TYPES
@@ -148,9 +125,9 @@ class NotificationEndpoint:
     """
 
     def __init__(
-        self, writer: InboxWriter, max_body_bytes: int, body_timeout_seconds: float
+        self, ingest: IngestProcess, max_body_bytes: int, body_timeout_seconds: float
     ) -> None:
-        self._writer = writer
+        self._ingest = ingest
         self._max_body_bytes = max_body_bytes
         self._deadlines = Deadlines(body_timeout_seconds)
 
@@ -204,22 +181,19 @@ class NotificationEndpoint:
         finally:
             self._deadlines.stop(reading)
         try:
-            received = parse(body)
-        except NotACollection as problem:
-            _items_counter("unknown", "rejected").inc()
-            log.warning("notification body rejected", extra={"reason": str(problem)})
-            return error(400, str(problem))
-        items = [incoming(item) for item in received]
-        try:
-            outcomes = await self._writer.write(items)
+            verdict = await self._ingest.ingest(body)
         except Exception:
             # Not stored, so not acknowledged: Graph retries a 503.
-            log.exception("notifications not stored", extra={"items": len(items)})
+            log.exception("notifications not stored")
             return error(503, "notifications could not be stored; retry later")
-        self._count(items, outcomes)
+        if isinstance(verdict, Rejected):
+            _items_counter("unknown", "rejected").inc()
+            log.warning("notification body rejected", extra={"reason": verdict.reason})
+            return error(400, verdict.reason)
+        self._count(verdict.items, verdict.outcomes)
         return ACCEPTED
 
-    def _count(self, items: list[Incoming], outcomes: list[Outcome]) -> None:
+    def _count(self, items: list[Summary], outcomes: list[Outcome]) -> None:
         for item, outcome in zip(items, outcomes, strict=True):
             _items_counter(item.kind, outcome).inc()
             if outcome is Outcome.STORED and is_known(item):

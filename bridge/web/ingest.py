@@ -1,0 +1,351 @@
+"""The ingest process: parses the bodies Graph POSTs and stores their items, beside
+the web process that answers Graph.
+
+Why a process of its own: a thread that writes the inbox shares the GIL with the
+event loop, and under load it spends most of each batch waiting for the loop to let
+go of it; the loop pays too, with a futex wake each time it drops the GIL while the
+thread waits (docs/benchmarks.md, session 5). A process has a GIL of its own. Parsing
+goes with the write, so the loop does no more per request than read the body, hand it
+over and answer.
+
+Each web process starts one ingest process, on the first POST, and talks to it over a
+socket pair in frames: a 4-byte big-endian length, then a pickle. First the web
+process sends the configuration (`_Config`); then lists of (request number, body),
+one frame per turn of its event loop; the ingest process answers with lists of
+(request number, verdict), one frame per batch. Bodies that arrive while a batch is
+being written gather into the next: the group commit of `bridge/store/writer.py`.
+
+The ingest process ends when the web process closes its end (or dies): it writes what
+it has read, answers, and exits. It ignores SIGINT and SIGTERM, which a terminal or a
+PaaS sends the whole process group: the web process decides when it is done. If it
+dies, what was waiting for it is answered 503 (Graph retries), and the next POST
+starts another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, NamedTuple
+
+from bridge.graph.notifications import NotACollection, Received, parse
+from bridge.store.inbox import Incoming, Kind, Outcome
+from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter
+
+log = logging.getLogger(__name__)
+
+_FRAME = struct.Struct("!I")
+
+
+class Rejected(NamedTuple):
+    """Not a notification collection (answered 400): why."""
+
+    reason: str
+
+
+class Summary(NamedTuple):
+    """What the web process logs and counts of an item."""
+
+    kind: Kind
+    subscription_id: str
+    tenant_id: str | None
+    change_type: str | None
+    lifecycle_event: str | None
+
+
+class Stored(NamedTuple):
+    """Every item committed or deliberately dropped (answered 202)."""
+
+    items: list[Summary]
+    outcomes: list[Outcome]
+
+
+class _Failed(NamedTuple):
+    error: str
+
+
+Verdict = Rejected | Stored
+
+
+class IngestFailed(Exception):
+    """The items could not be stored, or the ingest process is gone (answered 503)."""
+
+
+class _Config(NamedTuple):
+    database_url: str
+    log_level: str
+    log_format: Literal["json", "console"]
+    secrets: list[str]
+
+
+def incoming(received: Received) -> Incoming:
+    item = received.notification
+    return Incoming(
+        subscription_id=item.subscription_id,
+        client_state=item.client_state,
+        kind="lifecycle" if item.is_lifecycle else "change",
+        change_type=item.change_type,
+        lifecycle_event=item.lifecycle_event,
+        resource=item.resource,
+        resource_id=item.resource_id,
+        etag=item.etag,
+        expires_at=item.subscription_expires_at,
+        tenant_id=item.tenant_id,
+        raw=received.raw,
+    )
+
+
+def _frame(value: object) -> bytes:
+    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(payload)) + payload
+
+
+def _frames(buffer: bytearray) -> Iterator[Any]:
+    """The complete frames at the start of `buffer`, taken out of it."""
+    start = 0
+    while len(buffer) - start >= _FRAME.size:
+        (size,) = _FRAME.unpack_from(buffer, start)
+        end = start + _FRAME.size + size
+        if len(buffer) < end:
+            break
+        # Frames come only from the other end of our own socket pair.
+        yield pickle.loads(buffer[start + _FRAME.size : end])  # noqa: S301
+        start = end
+    del buffer[:start]
+
+
+# The web process's side.
+
+
+class IngestProcess:
+    def __init__(
+        self,
+        config: _Config,
+        *,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._on_stored = on_stored
+        self._numbers = itertools.count()
+        self._waiting: dict[int, asyncio.Future[Verdict]] = {}
+        self._outbox: list[tuple[int, bytes]] = []
+        self._transport: asyncio.Transport | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._starting: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @classmethod
+    def for_settings(
+        cls, settings: Any, database_url: str, on_stored: Callable[[], None] | None
+    ) -> IngestProcess:
+        config = _Config(
+            database_url,
+            settings.log_level,
+            settings.log_format,
+            [value for value in settings.secret_values() if value],
+        )
+        return cls(config, on_stored=on_stored)
+
+    async def ingest(self, body: bytes) -> Verdict:
+        """Parse and store `body`; returns once its items are committed."""
+        if self._closing:
+            raise IngestFailed("the web process is shutting down")
+        if self._transport is None:
+            await self._start()
+        loop = asyncio.get_running_loop()
+        number = next(self._numbers)
+        done: asyncio.Future[Verdict] = loop.create_future()
+        self._waiting[number] = done
+        if not self._outbox:
+            loop.call_soon(self._send)
+        self._outbox.append((number, body))
+        return await done
+
+    async def close(self) -> None:
+        """Let the ingest process write what it has, then wait for it to end."""
+        self._closing = True
+        if self._starting is not None:
+            await asyncio.gather(self._starting, return_exceptions=True)
+        if self._transport is not None:
+            self._send()
+            self._transport.write_eof()
+        if self._process is not None:
+            await self._process.wait()
+
+    async def _start(self) -> None:
+        # Requests that arrive while it starts wait for the same start.
+        if self._starting is None or self._starting.done():
+            self._starting = asyncio.create_task(self._spawn())
+        await asyncio.shield(self._starting)
+        if self._transport is None:
+            raise IngestFailed("the ingest process did not start")
+
+    async def _spawn(self) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                # Not `-m`: this module must be itself, not __main__, for its
+                # classes to pickle by the same name on both ends.
+                "-c",
+                "from bridge.web.ingest import main; main()",
+                str(theirs.fileno()),
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ours.sendall(_frame(self._config))
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(lambda: _Answers(self), ours)
+        self._transport = transport
+
+    def _send(self) -> None:
+        if self._outbox and self._transport is not None:
+            self._transport.write(_frame(self._outbox))
+            self._outbox = []
+
+    def _answered(self, verdicts: list[tuple[int, Verdict | _Failed]]) -> None:
+        stored = False
+        for number, verdict in verdicts:
+            done = self._waiting.pop(number, None)
+            # A request whose client went away was still committed: at-least-once.
+            if done is None or done.done():
+                continue
+            if isinstance(verdict, _Failed):
+                done.set_exception(IngestFailed(verdict.error))
+            else:
+                done.set_result(verdict)
+                stored = stored or (
+                    isinstance(verdict, Stored) and Outcome.STORED in verdict.outcomes
+                )
+        if stored and self._on_stored is not None:
+            self._on_stored()
+
+    def _gone(self) -> None:
+        self._transport = None
+        if not self._closing:
+            log.error(
+                "the ingest process stopped", extra={"waiting": len(self._waiting)}
+            )
+        waiting, self._waiting = self._waiting, {}
+        self._outbox = []
+        for done in waiting.values():
+            if not done.done():
+                done.set_exception(IngestFailed("the ingest process stopped"))
+
+
+class _Answers(asyncio.Protocol):
+    def __init__(self, owner: IngestProcess) -> None:
+        self._owner = owner
+        self._buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        for verdicts in _frames(self._buffer):
+            self._owner._answered(verdicts)
+
+    def eof_received(self) -> bool:
+        return False  # close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._gone()
+
+
+# The ingest process's side.
+
+
+def _judge(
+    requests: Sequence[tuple[int, bytes]], write: Callable[..., list[Any]]
+) -> list[tuple[int, Verdict | _Failed]]:
+    verdicts: dict[int, Verdict | _Failed] = {}
+    parsed: list[tuple[int, list[Incoming]]] = []
+    for number, body in requests:
+        try:
+            parsed.append((number, [incoming(item) for item in parse(body)]))
+        except NotACollection as problem:
+            verdicts[number] = Rejected(str(problem))
+    for batch in _batches(parsed):
+        results = write([items for _, items in batch])
+        for (number, items), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                verdicts[number] = _Failed(repr(result))
+            else:
+                summaries = [
+                    Summary(
+                        i.kind,
+                        i.subscription_id,
+                        i.tenant_id,
+                        i.change_type,
+                        i.lifecycle_event,
+                    )
+                    for i in items
+                ]
+                verdicts[number] = Stored(summaries, result)
+    return [(number, verdicts[number]) for number, _ in requests]
+
+
+def _batches(
+    parsed: list[tuple[int, list[Incoming]]],
+) -> Iterator[list[tuple[int, list[Incoming]]]]:
+    """Consecutive requests, up to the batch cap in items (one request may pass it)."""
+    batch: list[tuple[int, list[Incoming]]] = []
+    count = 0
+    for request in parsed:
+        if batch and count + len(request[1]) > MAX_BATCH_ITEMS:
+            yield batch
+            batch, count = [], 0
+        batch.append(request)
+        count += len(request[1])
+    if batch:
+        yield batch
+
+
+def serve(connection: socket.socket) -> None:
+    """Read, parse, write and answer until the web process closes its end."""
+    buffer = bytearray()
+    config: _Config | None = None
+    writer: Any = None
+    try:
+        while True:
+            data = connection.recv(1 << 20)
+            if not data:
+                return
+            buffer += data
+            requests: list[tuple[int, bytes]] = []
+            for frame in _frames(buffer):
+                if config is None:
+                    config = frame
+                    writer = _open(config)
+                else:
+                    requests.extend(frame)
+            if requests:
+                connection.sendall(_frame(_judge(requests, writer.write)))
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _open(config: _Config) -> Any:
+    from bridge import logs
+    from bridge.store import db
+
+    logs.keep_secret(*config.secrets)
+    logs.configure(config.log_level, config.log_format)
+    return BatchWriter(db.create(config.database_url))
+
+
+def main() -> None:
+    # The web process decides when this one is done: it closes the socket.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with socket.socket(fileno=int(sys.argv[1])) as connection:
+        serve(connection)
