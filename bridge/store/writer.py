@@ -77,6 +77,8 @@ class BatchWriter:
         """Each request's outcomes, in order; a request that could not be written
         gets the error instead, without failing the others if it alone is at fault."""
         items = [item for request in batch for item in request]
+        if not items:
+            return [[] for _ in batch]  # an empty collection: nothing to write
         try:
             outcomes = self._commit(items)
         except Exception as error:
