@@ -44,6 +44,11 @@ NOTIFICATION_REQUESTS = Counter(
     "POSTs to the notification URLs, by answer status.",
     ["status"],
 )
+INGEST_BATCHES = Counter(
+    "bridge_ingest_batches",
+    "Batches of notification POSTs the ingest process answered (each written in "
+    "one transaction per 64 items).",
+)
 ACK_SECONDS = Histogram(
     "bridge_notification_ack_seconds",
     "Time from receiving a notification POST to answering it.",

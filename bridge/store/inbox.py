@@ -132,7 +132,7 @@ class _Sql:
 
     def insert(self, rows: int) -> str:
         """One statement for `rows` rows: the driver steps it once, where
-        executemany would step (and hand the GIL back and forth) once per row."""
+        executemany would step once per row."""
         row = f"({self.marks(len(_COLUMNS))})"
         return (
             f"INSERT INTO inbox ({', '.join(_COLUMNS)}) "  # noqa: S608
@@ -156,7 +156,7 @@ def _lookup(
     run: Run, sql: _Sql, subscription_ids: list[str], keys: list[str]
 ) -> tuple[dict[str, _Match], set[str]]:
     """The connections of `subscription_ids` and which of `keys` are stored, in one
-    statement (each call into the driver costs the writer thread a GIL hand-over)."""
+    statement (one round trip fewer on PostgreSQL)."""
     found: dict[str, _Match] = {}
     stored: set[str] = set()
     rows = run(
@@ -255,9 +255,8 @@ def ingest_autocommit(
     dbapi_connection: Any, dialect: Dialect, items: Sequence[Incoming], now: datetime
 ) -> list[Outcome]:
     """`ingest` on a driver connection in autocommit mode: the lookup, then one INSERT
-    that commits itself. Two calls into the driver in all, where a transaction
-    around them would take four: the group-commit thread (writer.py) waits for the
-    GIL after each (docs/benchmarks.md)."""
+    that commits itself. Two calls into the driver in all (two round trips on
+    PostgreSQL), where a transaction around them would take four."""
 
     def run(statement: str, parameters: Sequence[object]) -> list[Any]:
         cursor = dbapi_connection.cursor()

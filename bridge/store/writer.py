@@ -1,29 +1,17 @@
-"""Group commit for the ingest path.
+"""Group commit for the ingest path: the items of many requests in one transaction.
 
-Requests hand their items to one `InboxWriter`, whose thread writes them: while one
-transaction is being committed, the items of every request that arrives meanwhile
-gather, and the next transaction takes them all. Each request still waits for the
-commit that holds its items, so "202 only after the items are committed" holds, with
-one fsync per batch instead of per request.
-
-The thread takes its next batch as soon as a commit ends, without a trip through the
-event loop; the loop only hands requests over and hears back once per batch. The
-writing itself is a `BatchWriter`'s: a driver connection of its own in autocommit
-mode, two calls into the driver per batch (`ingest_autocommit`), and what to do when a
-batch fails. After each call into the driver the thread waits for the event loop's
-thread to let go of the GIL, which under load is most of a batch's time
-(docs/benchmarks.md, session 5).
+The ingest process (web/ingest.py) gathers the requests that arrive while a batch is
+being written and hands the next batch to a `BatchWriter`: one fsync per batch instead
+of per request, and each request still answered only once the batch that holds its
+items is committed. The writer keeps a driver connection of its own in autocommit
+mode and writes a batch in two calls into the driver (`ingest_autocommit`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
 from typing import Any
 
 from sqlalchemy import Engine
@@ -55,10 +43,6 @@ def _unreachable(error: Exception, dbapi: Any) -> bool:
     )
 
 
-class WriterClosed(RuntimeError):
-    """The writer is shutting down and takes no more items."""
-
-
 # What became of one request's items: their outcomes, or the error that kept them
 # unwritten.
 Result = list[Outcome] | Exception
@@ -66,7 +50,7 @@ Result = list[Outcome] | Exception
 
 class BatchWriter:
     """Writes a batch of requests' items as one transaction, on a driver connection of
-    its own, in whichever thread calls it (one at a time: `InboxWriter`'s thread)."""
+    its own, one batch at a time."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -152,107 +136,3 @@ class BatchWriter:
             with suppress(Exception):
                 self._connection.close()
             self._connection = None
-
-
-@dataclass(slots=True)
-class _Request:
-    items: Sequence[Incoming]
-    done: asyncio.Future[list[Outcome]] = field(repr=False)
-
-
-class InboxWriter:
-    """The group commit: gathers the items of concurrent requests into batches for
-    its thread, which writes them with a `BatchWriter`."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        max_batch_items: int = MAX_BATCH_ITEMS,
-        on_stored: Callable[[], None] | None = None,
-    ) -> None:
-        self._batches = BatchWriter(engine)
-        self._max_batch_items = max_batch_items
-        self._on_stored = on_stored
-        # None is the signal to stop, queued behind every request already taken.
-        self._requests: SimpleQueue[_Request | None] = SimpleQueue()
-        self._closing = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def write(self, items: Sequence[Incoming]) -> list[Outcome]:
-        """Store `items` durably; returns once they are committed (or raises)."""
-        if self._closing:
-            raise WriterClosed("the inbox writer is shutting down")
-        if not items:
-            return []
-        loop = asyncio.get_running_loop()
-        if self._thread is None:
-            self._loop = loop
-            # One thread: batches are written one after another, never concurrently.
-            self._thread = threading.Thread(
-                target=self._serve, name="inbox-writer", daemon=True
-            )
-            self._thread.start()
-        request = _Request(items, loop.create_future())
-        self._requests.put(request)
-        return await request.done
-
-    async def close(self) -> None:
-        """Write what is queued, then stop."""
-        if self._closing:
-            return
-        self._closing = True
-        if self._thread is not None:
-            self._requests.put(None)
-            await asyncio.to_thread(self._thread.join)
-
-    # The writer thread.
-
-    def _serve(self) -> None:
-        try:
-            carried: _Request | None = None
-            while True:
-                first = carried or self._requests.get()
-                if first is None:
-                    return
-                batch, carried = self._gather(first)
-                results = self._batches.write([request.items for request in batch])
-                assert self._loop is not None
-                self._loop.call_soon_threadsafe(
-                    self._deliver, list(zip(batch, results, strict=True))
-                )
-        finally:
-            self._batches.close()
-
-    def _gather(self, first: _Request) -> tuple[list[_Request], _Request | None]:
-        """`first` and whatever else is waiting, up to the cap; what did not fit."""
-        batch, count = [first], len(first.items)
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except Empty:
-                return batch, None
-            if request is None:
-                self._requests.put(None)  # stop once this batch is written
-                return batch, None
-            if count + len(request.items) > self._max_batch_items:
-                return batch, request
-            batch.append(request)
-            count += len(request.items)
-
-    # Back on the event loop.
-
-    def _deliver(self, results: list[tuple[_Request, Result]]) -> None:
-        stored = False
-        for request, result in results:
-            # A request whose client went away was still committed: at-least-once.
-            if request.done.done():
-                continue
-            if isinstance(result, Exception):
-                request.done.set_exception(result)
-            else:
-                request.done.set_result(result)
-                stored = stored or Outcome.STORED in result
-        if stored and self._on_stored is not None:
-            self._on_stored()

@@ -36,6 +36,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
+from bridge import metrics
 from bridge.graph.notifications import NotACollection, Received, parse
 from bridge.store.inbox import Incoming, Kind, Outcome
 from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter
@@ -154,6 +155,12 @@ class IngestProcess:
         )
         return cls(config, on_stored=on_stored)
 
+    @property
+    def pid(self) -> int | None:
+        """The ingest process's, while it runs."""
+        running = self._process is not None and self._transport is not None
+        return self._process.pid if running and self._process else None
+
     async def ingest(self, body: bytes) -> Verdict:
         """Parse and store `body`; returns once its items are committed."""
         if self._closing:
@@ -214,6 +221,7 @@ class IngestProcess:
             self._outbox = []
 
     def _answered(self, verdicts: list[tuple[int, Verdict | _Failed]]) -> None:
+        metrics.INGEST_BATCHES.inc()
         stored = False
         for number, verdict in verdicts:
             done = self._waiting.pop(number, None)

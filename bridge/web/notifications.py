@@ -1,8 +1,9 @@
 """`POST /graph/notifications` and `POST /graph/lifecycle`: Graph's way in.
 
 Order matters: the validation handshake is answered before anything is read; then the
-body is read up to the cap, parsed, and handed to the inbox writer; the answer is 202
-only once every item is committed or deliberately dropped.
+body is read up to the cap and handed to the ingest process, which parses it and
+stores its items (web/ingest.py); the answer is 202 only once every item is committed
+or deliberately dropped, 400 if the body is not a notification collection.
 
 The endpoint is a plain ASGI app that a POST reaches before starlette's middleware and
 router (app.py): it is the hot path, and starlette's request and response objects,

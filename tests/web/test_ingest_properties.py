@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+import os
+import signal
+from collections.abc import AsyncIterator
 
 import httpx
 import hypothesis
 import pytest
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, text
 
 from bridge.app import create_app
 from bridge.settings import Settings
-from bridge.store import writer as writer_module
-from bridge.store.inbox import Incoming, Outcome, ingest, ingest_autocommit
+from bridge.store.inbox import Incoming, Outcome
+from bridge.store.inbox import ingest as ingest_items
 from bridge.store.schema import utcnow
-from bridge.store.writer import InboxWriter
+from bridge.store.writer import BatchWriter
+from bridge.web.ingest import IngestFailed, IngestProcess, Rejected, Stored
 from tests.databases import Databases
 from tests.seeds import SECRET_A, SUBSCRIPTION_A, inserts_failing, stored_items
 
@@ -106,60 +110,123 @@ def item(subscription: str, secret: str | None, etag: str) -> Incoming:
     )
 
 
-async def test_concurrent_writes_are_batched_and_each_gets_its_own_outcomes(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+def body(*items: Incoming) -> bytes:
+    """A collection of `items` as Graph would POST it."""
+    return json.dumps(
+        {
+            "value": [
+                {
+                    "subscriptionId": i.subscription_id,
+                    "clientState": i.client_state,
+                    "changeType": i.change_type,
+                    "resource": i.resource,
+                    "resourceData": {"id": i.resource_id, "@odata.etag": i.etag},
+                }
+                for i in items
+            ]
+        }
+    ).encode()
+
+
+@pytest.fixture
+async def ingest(settings: Settings, database_url: str) -> AsyncIterator[IngestProcess]:
+    process = IngestProcess.for_settings(settings, database_url, on_stored=None)
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
+async def test_concurrent_posts_are_batched_and_each_gets_its_own_outcomes(
+    ingest: IngestProcess, engine: Engine
 ) -> None:
-    commits = 0
-
-    def counted(*args: Any) -> list[Outcome]:
-        nonlocal commits
-        commits += 1
-        return ingest_autocommit(*args)
-
-    monkeypatch.setattr(writer_module, "ingest_autocommit", counted)
-    writer = InboxWriter(engine, max_batch_items=1000)
+    batches_before = REGISTRY.get_sample_value("bridge_ingest_batches_total") or 0
     requests = 300
     # Request i: a new item, a copy of its own item, a forged secret, and every
     # third request an item for an unknown subscription.
-    batches = [
-        [
+    bodies = [
+        body(
             item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}"),
             item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}"),
             item(SUBSCRIPTION_A, "forged", f"etag-forged-{i}"),
             *([item("unknown", None, f"etag-u-{i}")] if i % 3 == 0 else []),
-        ]
+        )
         for i in range(requests)
     ]
-    results = await asyncio.gather(*(writer.write(batch) for batch in batches))
-    await writer.close()
+    verdicts = await asyncio.gather(*(ingest.ingest(b) for b in bodies))
 
-    for i, outcomes in enumerate(results):
+    for i, verdict in enumerate(verdicts):
+        assert isinstance(verdict, Stored)
         expected = [Outcome.STORED, Outcome.DUPLICATE, Outcome.BAD_CLIENT_STATE]
         if i % 3 == 0:
             expected.append(Outcome.IGNORED)
-        assert outcomes == expected
+        assert verdict.outcomes == expected
+        assert {s.subscription_id for s in verdict.items} <= {SUBSCRIPTION_A, "unknown"}
     rows = stored_items(engine)
     assert len(rows) == requests + requests // 3
-    assert {json.loads(row["raw"])["etag"] for row in rows} == {
-        f"etag-{i}" for i in range(requests)
-    } | {f"etag-u-{i}" for i in range(0, requests, 3)}
-    assert commits < requests / 4, "items of concurrent requests share batches"
+    assert {row["etag"] for row in rows} == {f"etag-{i}" for i in range(requests)} | {
+        f"etag-u-{i}" for i in range(0, requests, 3)
+    }
+    batches = (REGISTRY.get_sample_value("bridge_ingest_batches_total") or 0) - (
+        batches_before
+    )
+    assert batches < requests / 4, "items of concurrent requests share batches"
 
 
-async def test_a_failing_request_does_not_fail_its_neighbours(engine: Engine) -> None:
-    writer = InboxWriter(engine)
-    good = [[item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}")] for i in range(20)]
-    bad = [item(SUBSCRIPTION_A, SECRET_A, "etag-poison")]
+async def test_a_body_that_is_not_a_collection_is_rejected_alone(
+    ingest: IngestProcess, engine: Engine
+) -> None:
+    good = body(item(SUBSCRIPTION_A, SECRET_A, "etag-1"))
+    verdicts = await asyncio.gather(
+        ingest.ingest(good), ingest.ingest(b'{"value": 1}'), ingest.ingest(b"[")
+    )
+    assert isinstance(verdicts[0], Stored)
+    assert verdicts[1] == Rejected(
+        "not a notification collection: value: Input should be a valid list"
+    )
+    assert verdicts[2] == Rejected("body is not valid JSON")
+    assert len(stored_items(engine)) == 1
+
+
+async def test_a_failing_request_does_not_fail_its_neighbours(
+    ingest: IngestProcess, engine: Engine
+) -> None:
+    good = [body(item(SUBSCRIPTION_A, SECRET_A, f"etag-{i}")) for i in range(20)]
+    bad = body(item(SUBSCRIPTION_A, SECRET_A, "etag-poison"))
     with inserts_failing(engine, etag="etag-poison"):
         results = await asyncio.gather(
-            *(writer.write(batch) for batch in [*good[:10], bad, *good[10:]]),
+            *(ingest.ingest(b) for b in [*good[:10], bad, *good[10:]]),
             return_exceptions=True,
         )
-        await writer.close()
-    assert isinstance(results[10], Exception)
+    assert isinstance(results[10], IngestFailed)
     assert "insert refused" in str(results[10])
-    assert all(result == [Outcome.STORED] for result in results[:10] + results[11:])
+    others = results[:10] + results[11:]
+    assert all(isinstance(r, Stored) and r.outcomes == [Outcome.STORED] for r in others)
     assert len(stored_items(engine)) == 20
+
+
+async def test_a_dead_ingest_process_fails_what_waits_and_the_next_post_restarts_it(
+    ingest: IngestProcess, engine: Engine
+) -> None:
+    first = await ingest.ingest(body(item(SUBSCRIPTION_A, SECRET_A, "etag-1")))
+    assert isinstance(first, Stored)
+    child = ingest.pid
+    assert child is not None
+    # Held where it stands while a POST waits for it; then gone, as the OOM killer
+    # would have it.
+    os.kill(child, signal.SIGSTOP)
+    waiting = asyncio.create_task(
+        ingest.ingest(body(item(SUBSCRIPTION_A, SECRET_A, "etag-lost")))
+    )
+    await asyncio.sleep(0.1)
+    assert not waiting.done()
+    os.kill(child, signal.SIGKILL)
+    with pytest.raises(IngestFailed, match="stopped"):
+        await asyncio.wait_for(waiting, 10)
+    second = await ingest.ingest(body(item(SUBSCRIPTION_A, SECRET_A, "etag-2")))
+    assert isinstance(second, Stored)
+    assert ingest.pid not in (None, child)
+    assert {row["etag"] for row in stored_items(engine)} == {"etag-1", "etag-2"}
 
 
 async def test_a_deadlock_with_another_process_is_written_again(
@@ -168,25 +235,28 @@ async def test_a_deadlock_with_another_process_is_written_again(
     if databases.backend != "postgresql":
         pytest.skip("PostgreSQL only: SQLite writers never wait for each other")
     first, second = item("unknown", None, "etag-1"), item("unknown", None, "etag-2")
-    writer = InboxWriter(engine)
+    writer = BatchWriter(engine)
     other = engine.connect()
     try:
         # Another web process, with a copy of the second item, not committed yet.
         other.begin()
-        ingest(other, [second], utcnow())
+        ingest_items(other, [second], utcnow())
         # The writer stores the first, then waits for the other's second...
-        writing = asyncio.create_task(writer.write([first, second]))
+        writing = asyncio.create_task(
+            asyncio.to_thread(writer.write, [[first, second]])
+        )
         await asyncio.sleep(0.2)
         # ...which goes on to store a copy of the first: each waits for the
         # other. PostgreSQL breaks the cycle after deadlock_timeout (1 s) in the
         # writer's transaction, whose wait began first.
-        await asyncio.to_thread(ingest, other, [first], utcnow())
+        await asyncio.to_thread(ingest_items, other, [first], utcnow())
         await asyncio.sleep(0.3)  # the writer, writing again, waits once more
         other.commit()
-        outcomes = await asyncio.wait_for(writing, 10)
+        [outcomes] = await asyncio.wait_for(writing, 10)
     finally:
         other.close()
-        await writer.close()
+        writer.close()
+    assert isinstance(outcomes, list)
     assert len(outcomes) == 2
     keys = [row["dedupe_key"] for row in stored_items(engine)]
     assert sorted(keys) == sorted([first.dedupe_key(), second.dedupe_key()])
@@ -201,9 +271,9 @@ async def test_a_connection_the_server_ended_between_batches_is_replaced(
         "SELECT pid FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
-    writer = InboxWriter(engine)
+    writer = BatchWriter(engine)
     try:
-        first = await writer.write([item(SUBSCRIPTION_A, SECRET_A, "etag-1")])
+        first = writer.write([[item(SUBSCRIPTION_A, SECRET_A, "etag-1")]])
         # A restart or failover: the server ends the writer's session (and every
         # other one on this database) while nothing is being written.
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
@@ -215,10 +285,10 @@ async def test_a_connection_the_server_ended_between_batches_is_replaced(
                 await asyncio.sleep(0.05)
             else:
                 pytest.fail("the server did not end the other sessions")
-        second = await writer.write([item(SUBSCRIPTION_A, SECRET_A, "etag-2")])
+        second = writer.write([[item(SUBSCRIPTION_A, SECRET_A, "etag-2")]])
     finally:
-        await writer.close()
-    assert (first, second) == ([Outcome.STORED], [Outcome.STORED])
+        writer.close()
+    assert (first, second) == ([[Outcome.STORED]], [[Outcome.STORED]])
     assert len(stored_items(engine)) == 2
 
 
