@@ -2,8 +2,8 @@
 
 Both run in turn, in the same minute, under the same uvicorn settings, driven by wrk
 with 32 connections posting one-item notifications for a known connection. Reports
-req/s, p50, p99, non-2xx, the bridge's peak RSS and the ratio bridge/bare, and checks
-that every acknowledged item was stored.
+req/s, p50, p99, non-2xx, the bridge's peak RSS (its ingest process's included) and the
+ratio bridge/bare, and checks that every acknowledged item was stored.
 
 `--database postgres` runs the bridge on a throwaway PostgreSQL cluster with fsync on
 (bench/database.py) instead of a SQLite file. `--web N` starts N processes of each
@@ -117,8 +117,12 @@ def combine(name: str, runs: list[Run]) -> Run:
 
 
 def peak_rss_mb(pid: int) -> float:
+    """The peak RSS of `pid` and of its children (the bridge's ingest process),
+    added up: an upper bound of what they held at once."""
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(_find(r"VmHWM:\s+(\d+) kB", status)) / 1024
+    own = int(_find(r"VmHWM:\s+(\d+) kB", status)) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(peak_rss_mb(int(child)) for child in children)
 
 
 def wrk(base: str, connections: int, seconds: int) -> subprocess.Popen[str]:
