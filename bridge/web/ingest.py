@@ -44,6 +44,10 @@ from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("!I")
+# How long shutting down waits for the ingest process to write what it has: a batch
+# takes milliseconds, but a PostgreSQL that has stopped answering takes the connect
+# timeout (store/db.py) for each try.
+CLOSE_SECONDS = 30.0
 
 
 class Rejected(NamedTuple):
@@ -185,7 +189,12 @@ class IngestProcess:
             self._send()
             self._transport.write_eof()
         if self._process is not None:
-            await self._process.wait()
+            try:
+                await asyncio.wait_for(self._process.wait(), CLOSE_SECONDS)
+            except TimeoutError:
+                log.error("the ingest process did not finish; killed")
+                self._process.kill()
+                await self._process.wait()
 
     async def _start(self) -> None:
         # Requests that arrive while it starts wait for the same start.
@@ -208,6 +217,9 @@ class IngestProcess:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         ours.sendall(_frame(self._config))
@@ -281,6 +293,11 @@ def _judge(
             parsed.append((number, [incoming(item) for item in parse(body)]))
         except NotACollection as problem:
             verdicts[number] = Rejected(str(problem))
+        except Exception as error:
+            # A body that breaks the parse must not take the process (and the
+            # requests batched with it) down, again at each of Graph's retries.
+            log.exception("notification body not parsed")
+            verdicts[number] = _Failed(repr(error))
     for batch in _batches(parsed):
         results = write([items for _, items in batch])
         for (number, items), result in zip(batch, results, strict=True):
