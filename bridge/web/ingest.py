@@ -34,12 +34,15 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from bridge import metrics
 from bridge.graph.notifications import NotACollection, Received, parse
 from bridge.store.inbox import Incoming, Kind, Outcome
 from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter
+
+if TYPE_CHECKING:
+    from bridge.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +152,10 @@ class IngestProcess:
 
     @classmethod
     def for_settings(
-        cls, settings: Any, database_url: str, on_stored: Callable[[], None] | None
+        cls,
+        settings: Settings,
+        database_url: str,
+        on_stored: Callable[[], None] | None,
     ) -> IngestProcess:
         config = _Config(
             database_url,
@@ -162,8 +168,9 @@ class IngestProcess:
     @property
     def pid(self) -> int | None:
         """The ingest process's, while it runs."""
-        running = self._process is not None and self._transport is not None
-        return self._process.pid if running and self._process else None
+        if self._process is None or self._transport is None:
+            return None
+        return self._process.pid
 
     async def ingest(self, body: bytes) -> Verdict:
         """Parse and store `body`; returns once its items are committed."""
