@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from bridge import metrics
 from bridge.graph.notifications import NotACollection, Received, parse
 from bridge.store.inbox import Incoming, Kind, Outcome
-from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter
+from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter, Result
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
@@ -291,8 +291,11 @@ class _Answers(asyncio.Protocol):
 
 
 def _judge(
-    requests: Sequence[tuple[int, bytes]], write: Callable[..., list[Any]]
+    requests: Sequence[tuple[int, bytes]],
+    write: Callable[[list[list[Incoming]]], list[Result]],
 ) -> list[tuple[int, Verdict | _Failed]]:
+    """Each request's verdict, in order: its body parsed, and its items written in
+    batches with the other requests' (`write`)."""
     verdicts: dict[int, Verdict | _Failed] = {}
     parsed: list[tuple[int, list[Incoming]]] = []
     for number, body in requests:
@@ -345,7 +348,7 @@ def serve(connection: socket.socket) -> None:
     """Read, parse, write and answer until the web process closes its end."""
     buffer = bytearray()
     config: _Config | None = None
-    writer: Any = None
+    writer: BatchWriter | None = None
     try:
         while True:
             data = connection.recv(1 << 20)
@@ -359,14 +362,14 @@ def serve(connection: socket.socket) -> None:
                     writer = _open(config)
                 else:
                     requests.extend(frame)
-            if requests:
+            if requests and writer is not None:
                 connection.sendall(_frame(_judge(requests, writer.write)))
     finally:
         if writer is not None:
             writer.close()
 
 
-def _open(config: _Config) -> Any:
+def _open(config: _Config) -> BatchWriter:
     from bridge import logs
     from bridge.store import db
 
