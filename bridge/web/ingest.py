@@ -229,9 +229,9 @@ class IngestProcess:
             raise
         finally:
             theirs.close()
-        ours.sendall(_frame(self._config))
         loop = asyncio.get_running_loop()
         transport, _ = await loop.connect_accepted_socket(lambda: _Answers(self), ours)
+        transport.write(_frame(self._config))  # first, ahead of any body
         self._transport = transport
 
     def _send(self) -> None:
