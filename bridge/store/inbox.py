@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -126,6 +127,9 @@ class _Sql:
 
     mark: str
     to_db: Callable[[datetime | None], object]
+    # SQLite's writer takes the lock up front: a deferred transaction that read
+    # first could not upgrade past another process's write (store/db.py).
+    begin: str
 
     def marks(self, count: int) -> str:
         return ", ".join([self.mark] * count)
@@ -144,40 +148,69 @@ class _Sql:
 @cache
 def _sql(dialect: Dialect) -> _Sql:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    to_db = inbox.c.received_at.type.bind_processor(dialect) or (lambda value: value)
-    return _Sql(mark, to_db)
+    # The dialect's own conversion, as SQLAlchemy binds the column: on SQLite the
+    # text SQLAlchemy writes and compares (the sqlite3 module's default adapter,
+    # used before, writes another form and is deprecated from Python 3.12).
+    column_type = inbox.c.received_at.type.dialect_impl(dialect)
+    to_db = column_type.bind_processor(dialect) or (lambda value: value)
+    begin = "BEGIN IMMEDIATE" if dialect.name == "sqlite" else "BEGIN"
+    return _Sql(mark, to_db, begin)
 
 
 # A statement's rows, or nothing for a statement that returns none.
 Run = Callable[[str, Sequence[object]], list[Any]]
 
+# Rows in one INSERT (64 x 15 columns) and values in one lookup's IN list: far below
+# the parameter limits of SQLite (32,766 by default) and PostgreSQL (65,535) however
+# many items one body carries. Graph's collections have no item limit of their own,
+# and a body that could never be stored would be refused at every retry.
+ROWS_PER_INSERT = 64
+VALUES_PER_LOOKUP = 1000
+
+
+def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [values[start : start + size] for start in range(0, len(values), size)]
+
 
 def _lookup(
     run: Run, sql: _Sql, subscription_ids: list[str], keys: list[str]
 ) -> tuple[dict[str, _Match], set[str]]:
-    """The connections of `subscription_ids` and which of `keys` are stored, in one
-    statement (one round trip fewer on PostgreSQL)."""
+    """The connections of `subscription_ids` and which of `keys` are stored: in one
+    statement (one round trip fewer on PostgreSQL) unless there are a great many."""
     found: dict[str, _Match] = {}
     stored: set[str] = set()
-    rows = run(
-        "SELECT 'c', subscription_id, id, client_state, state FROM connections "  # noqa: S608
-        f"WHERE subscription_id IN ({sql.marks(len(subscription_ids))}) "
-        "UNION ALL SELECT 'k', dedupe_key, NULL, NULL, NULL FROM inbox "
-        f"WHERE dedupe_key IN ({sql.marks(len(keys))})",
-        (*subscription_ids, *keys),
-    )
-    for tag, key, conn_id, secret, state in rows:
-        if tag == "c":
-            found[key] = _Match(conn_id, secret, state not in _INACTIVE)
-        else:
-            stored.add(key)
+    subscription_chunks = _chunks(subscription_ids, VALUES_PER_LOOKUP)
+    key_chunks = _chunks(keys, VALUES_PER_LOOKUP)
+    for n in range(max(len(subscription_chunks), len(key_chunks))):
+        some_ids = subscription_chunks[n] if n < len(subscription_chunks) else ()
+        some_keys = key_chunks[n] if n < len(key_chunks) else ()
+        # PostgreSQL refuses an empty IN list: a part with nothing to find is left out.
+        parts = []
+        if some_ids:
+            parts.append(
+                "SELECT 'c', subscription_id, id, client_state, state "  # noqa: S608
+                "FROM connections "
+                f"WHERE subscription_id IN ({sql.marks(len(some_ids))})"
+            )
+        if some_keys:
+            parts.append(
+                "SELECT 'k', dedupe_key, NULL, NULL, NULL FROM inbox "  # noqa: S608
+                f"WHERE dedupe_key IN ({sql.marks(len(some_keys))})"
+            )
+        for tag, key, conn_id, secret, state in run(
+            " UNION ALL ".join(parts), (*some_ids, *some_keys)
+        ):
+            if tag == "c":
+                found[key] = _Match(conn_id, secret, state not in _INACTIVE)
+            else:
+                stored.add(key)
     rest = [sub_id for sub_id in subscription_ids if sub_id not in found]
-    if rest:
+    for some_ids in _chunks(rest, VALUES_PER_LOOKUP):
         aliases = run(
             "SELECT subscription_id, connection_id, client_state "  # noqa: S608
             "FROM subscription_aliases "
-            f"WHERE subscription_id IN ({sql.marks(len(rest))})",
-            tuple(rest),
+            f"WHERE subscription_id IN ({sql.marks(len(some_ids))})",
+            tuple(some_ids),
         )
         for sub_id, conn_id, secret in aliases:
             found[sub_id] = _Match(conn_id, secret, actionable=False)
@@ -233,10 +266,10 @@ def _ingest(
             outcomes.append(
                 Outcome.STORED if state is ItemState.PENDING else Outcome.IGNORED
             )
-    if rows:
-        # DO NOTHING covers a copy stored by another process since the lookup.
-        flat = tuple(value for row in rows for value in row)
-        run(sql.insert(len(rows)), flat)
+    # DO NOTHING covers a copy stored by another process since the lookup.
+    for some_rows in _chunks(rows, ROWS_PER_INSERT):
+        flat = tuple(value for row in some_rows for value in row)
+        run(sql.insert(len(some_rows)), flat)
     return outcomes
 
 
@@ -256,7 +289,10 @@ def ingest_autocommit(
 ) -> list[Outcome]:
     """`ingest` on a driver connection in autocommit mode: the lookup, then one INSERT
     that commits itself. Two calls into the driver in all (two round trips on
-    PostgreSQL), where a transaction around them would take four."""
+    PostgreSQL), where a transaction around them would take four.
+
+    Items too many for one INSERT get a transaction around their statements: they
+    are stored all together or not at all, with one commit."""
 
     def run(statement: str, parameters: Sequence[object]) -> list[Any]:
         cursor = dbapi_connection.cursor()
@@ -266,4 +302,15 @@ def ingest_autocommit(
         finally:
             cursor.close()
 
-    return _ingest(run, _sql(dialect), items, now)
+    sql = _sql(dialect)
+    if len(items) <= ROWS_PER_INSERT:
+        return _ingest(run, sql, items, now)
+    run(sql.begin, ())
+    try:
+        outcomes = _ingest(run, sql, items, now)
+    except BaseException:
+        with suppress(Exception):  # a connection that broke fails the rollback too
+            run("ROLLBACK", ())
+        raise
+    run("COMMIT", ())
+    return outcomes

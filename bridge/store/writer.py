@@ -23,9 +23,6 @@ from bridge.store.schema import utcnow
 
 log = logging.getLogger(__name__)
 
-# One INSERT carries a batch (inbox.py): 64 rows of 15 columns stay far below the
-# parameter limits of SQLite (32766) and PostgreSQL (65535).
-MAX_BATCH_ITEMS = 64
 # Tries of a batch that PostgreSQL rolled back to break a deadlock.
 DEADLOCK_ATTEMPTS = 3
 

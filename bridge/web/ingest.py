@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from bridge import metrics
 from bridge.graph.notifications import NotACollection, Received, parse
 from bridge.store.inbox import Incoming, Kind, Outcome
-from bridge.store.writer import MAX_BATCH_ITEMS, BatchWriter, Result
+from bridge.store.writer import BatchWriter, Result
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
@@ -47,6 +47,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("!I")
+# Items in one batch (one request may pass it alone). A batch of 16 takes about
+# 0.6 ms to commit on SQLite; each batch is answered as soon as it is committed, so
+# the web process turns one batch's answers around while the next is written. Larger
+# batches save little per item (the commit's cost is mostly per page, and each item
+# dirties its own page of the dedupe index) and keep the web process waiting.
+# docs/benchmarks.md, session 6.
+BATCH_ITEMS = 16
 # How long shutting down waits for the ingest process to write what it has: a batch
 # takes milliseconds, but a PostgreSQL that has stopped answering takes the connect
 # timeout (store/db.py) for each try.
@@ -293,26 +300,31 @@ class _Answers(asyncio.Protocol):
 def _judge(
     requests: Sequence[tuple[int, bytes]],
     write: Callable[[list[list[Incoming]]], list[Result]],
-) -> list[tuple[int, Verdict | _Failed]]:
-    """Each request's verdict, in order: its body parsed, and its items written in
-    batches with the other requests' (`write`)."""
-    verdicts: dict[int, Verdict | _Failed] = {}
+    answer: Callable[[list[tuple[int, Verdict | _Failed]]], None],
+) -> None:
+    """Parse each request's body and write the items in batches with the other
+    requests' (`write`); `answer` each verdict as soon as it is known: the 400s
+    first, then each batch once committed."""
+    rejected: list[tuple[int, Verdict | _Failed]] = []
     parsed: list[tuple[int, list[Incoming]]] = []
     for number, body in requests:
         try:
             parsed.append((number, [incoming(item) for item in parse(body)]))
         except NotACollection as problem:
-            verdicts[number] = Rejected(str(problem))
+            rejected.append((number, Rejected(str(problem))))
         except Exception as error:
             # A body that breaks the parse must not take the process (and the
             # requests batched with it) down, again at each of Graph's retries.
             log.exception("notification body not parsed")
-            verdicts[number] = _Failed(repr(error))
+            rejected.append((number, _Failed(repr(error))))
+    if rejected:
+        answer(rejected)
     for batch in _batches(parsed):
         results = write([items for _, items in batch])
+        verdicts: list[tuple[int, Verdict | _Failed]] = []
         for (number, items), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
-                verdicts[number] = _Failed(repr(result))
+                verdicts.append((number, _Failed(repr(result))))
             else:
                 summaries = [
                     Summary(
@@ -324,8 +336,8 @@ def _judge(
                     )
                     for i in items
                 ]
-                verdicts[number] = Stored(summaries, result)
-    return [(number, verdicts[number]) for number, _ in requests]
+                verdicts.append((number, Stored(summaries, result)))
+        answer(verdicts)
 
 
 def _batches(
@@ -335,7 +347,7 @@ def _batches(
     batch: list[tuple[int, list[Incoming]]] = []
     count = 0
     for request in parsed:
-        if batch and count + len(request[1]) > MAX_BATCH_ITEMS:
+        if batch and count + len(request[1]) > BATCH_ITEMS:
             yield batch
             batch, count = [], 0
         batch.append(request)
@@ -363,7 +375,7 @@ def serve(connection: socket.socket) -> None:
                 else:
                     requests.extend(frame)
             if requests and writer is not None:
-                connection.sendall(_frame(_judge(requests, writer.write)))
+                _judge(requests, writer.write, lambda v: connection.sendall(_frame(v)))
     finally:
         if writer is not None:
             writer.close()
