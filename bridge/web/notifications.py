@@ -27,10 +27,9 @@ from starlette.types import Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from bridge import metrics
-from bridge.graph.notifications import CHANGE_TYPES, LIFECYCLE_EVENTS
 from bridge.store.inbox import Outcome
 from bridge.web.body_deadline import Deadlines, too_slow
-from bridge.web.ingest import IngestProcess, Rejected, Summary
+from bridge.web.ingest import IngestProcess, Rejected, Stored
 from bridge.web.request_id import HEADER as REQUEST_ID
 from bridge.web.request_id import for_request
 
@@ -94,12 +93,6 @@ async def read_capped(scope: Scope, receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
-
-
-def is_known(item: Summary) -> bool:
-    if item.kind == "lifecycle":
-        return item.lifecycle_event in LIFECYCLE_EVENTS
-    return item.change_type in CHANGE_TYPES
 
 
 def error(status: int, message: str) -> Reply:
@@ -191,14 +184,14 @@ class NotificationEndpoint:
             _items_counter("unknown", "rejected").inc()
             log.warning("notification body rejected", extra={"reason": verdict.reason})
             return error(400, verdict.reason)
-        self._count(verdict.items, verdict.outcomes)
+        self._count(verdict)
         return ACCEPTED
 
-    def _count(self, items: list[Summary], outcomes: list[Outcome]) -> None:
-        for item, outcome in zip(items, outcomes, strict=True):
-            _items_counter(item.kind, outcome).inc()
-            if outcome is Outcome.STORED and is_known(item):
-                continue
+    def _count(self, stored: Stored) -> None:
+        for kind, outcome in zip(stored.kinds, stored.outcomes, strict=True):
+            _items_counter(kind, outcome).inc()
+        for n, item in stored.notable:
+            outcome = stored.outcomes[n]
             if outcome is Outcome.BAD_CLIENT_STATE:
                 log.warning(
                     "clientState mismatch: item not acted on",
@@ -211,7 +204,10 @@ class NotificationEndpoint:
             else:
                 log.info(
                     "notification %s",
-                    outcome if is_known(item) else "of an unknown type, stored",
+                    # Stored, yet notable: a type the bridge does not know.
+                    "of an unknown type, stored"
+                    if outcome is Outcome.STORED
+                    else outcome,
                     extra={
                         "subscription_id": item.subscription_id,
                         "kind": item.kind,
