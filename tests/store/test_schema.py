@@ -33,6 +33,8 @@ def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            checkpoint = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+            assert checkpoint == db.WAL_CHECKPOINT_PAGES
     finally:
         engine.dispose()
 
