@@ -105,12 +105,14 @@ _Answer = Rejected | _Failed | _StoredWire
 
 
 def is_known(kind: Kind, change_type: str | None, event: str | None) -> bool:
+    """Of a type the bridge acts on (others are stored, and logged)."""
     if kind == "lifecycle":
         return event in LIFECYCLE_EVENTS
     return change_type in CHANGE_TYPES
 
 
 def _stored(items: list[Incoming], outcomes: list[Outcome]) -> _StoredWire:
+    """A written request's answer, ready for the socket."""
     notable = [
         (
             n,
