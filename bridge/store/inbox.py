@@ -160,57 +160,40 @@ def _sql(dialect: Dialect) -> _Sql:
 # A statement's rows, or nothing for a statement that returns none.
 Run = Callable[[str, Sequence[object]], list[Any]]
 
-# Rows in one INSERT (64 x 15 columns) and values in one lookup's IN list: far below
-# the parameter limits of SQLite (32,766 by default) and PostgreSQL (65,535) however
-# many items one body carries. Graph's collections have no item limit of their own,
-# and a body that could never be stored would be refused at every retry.
-ROWS_PER_INSERT = 64
-VALUES_PER_LOOKUP = 1000
-
-
-def _chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [values[start : start + size] for start in range(0, len(values), size)]
+# Items written by one INSERT (64 rows of 15 columns; the lookup before it takes at
+# most 128 values): far below the parameter limits of SQLite (32,766 by default) and
+# PostgreSQL (65,535) however many items one body carries. Graph's collections have
+# no item limit of their own, and a body that could never be stored would be refused
+# at every retry.
+ITEMS_PER_STATEMENT = 64
 
 
 def _lookup(
     run: Run, sql: _Sql, subscription_ids: list[str], keys: list[str]
 ) -> tuple[dict[str, _Match], set[str]]:
-    """The connections of `subscription_ids` and which of `keys` are stored: in one
-    statement (one round trip fewer on PostgreSQL) unless there are a great many."""
+    """The connections of `subscription_ids` and which of `keys` are stored, in one
+    statement (one round trip fewer on PostgreSQL)."""
     found: dict[str, _Match] = {}
     stored: set[str] = set()
-    subscription_chunks = _chunks(subscription_ids, VALUES_PER_LOOKUP)
-    key_chunks = _chunks(keys, VALUES_PER_LOOKUP)
-    for n in range(max(len(subscription_chunks), len(key_chunks))):
-        some_ids = subscription_chunks[n] if n < len(subscription_chunks) else ()
-        some_keys = key_chunks[n] if n < len(key_chunks) else ()
-        # PostgreSQL refuses an empty IN list: a part with nothing to find is left out.
-        parts = []
-        if some_ids:
-            parts.append(
-                "SELECT 'c', subscription_id, id, client_state, state "  # noqa: S608
-                "FROM connections "
-                f"WHERE subscription_id IN ({sql.marks(len(some_ids))})"
-            )
-        if some_keys:
-            parts.append(
-                "SELECT 'k', dedupe_key, NULL, NULL, NULL FROM inbox "  # noqa: S608
-                f"WHERE dedupe_key IN ({sql.marks(len(some_keys))})"
-            )
-        for tag, key, conn_id, secret, state in run(
-            " UNION ALL ".join(parts), (*some_ids, *some_keys)
-        ):
-            if tag == "c":
-                found[key] = _Match(conn_id, secret, state not in _INACTIVE)
-            else:
-                stored.add(key)
+    rows = run(
+        "SELECT 'c', subscription_id, id, client_state, state FROM connections "  # noqa: S608
+        f"WHERE subscription_id IN ({sql.marks(len(subscription_ids))}) "
+        "UNION ALL SELECT 'k', dedupe_key, NULL, NULL, NULL FROM inbox "
+        f"WHERE dedupe_key IN ({sql.marks(len(keys))})",
+        (*subscription_ids, *keys),
+    )
+    for tag, key, conn_id, secret, state in rows:
+        if tag == "c":
+            found[key] = _Match(conn_id, secret, state not in _INACTIVE)
+        else:
+            stored.add(key)
     rest = [sub_id for sub_id in subscription_ids if sub_id not in found]
-    for some_ids in _chunks(rest, VALUES_PER_LOOKUP):
+    if rest:
         aliases = run(
             "SELECT subscription_id, connection_id, client_state "  # noqa: S608
             "FROM subscription_aliases "
-            f"WHERE subscription_id IN ({sql.marks(len(some_ids))})",
-            tuple(some_ids),
+            f"WHERE subscription_id IN ({sql.marks(len(rest))})",
+            tuple(rest),
         )
         for sub_id, conn_id, secret in aliases:
             found[sub_id] = _Match(conn_id, secret, actionable=False)
@@ -247,6 +230,19 @@ def _row(
 def _ingest(
     run: Run, sql: _Sql, items: Sequence[Incoming], now: datetime
 ) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for start in range(0, len(items), ITEMS_PER_STATEMENT):
+        # A later part's lookup sees the earlier parts' rows: copies across parts
+        # are duplicates too.
+        part = items[start : start + ITEMS_PER_STATEMENT]
+        outcomes += _ingest_part(run, sql, part, now)
+    return outcomes
+
+
+def _ingest_part(
+    run: Run, sql: _Sql, items: Sequence[Incoming], now: datetime
+) -> list[Outcome]:
+    """The lookup, then one INSERT."""
     keys = [item.dedupe_key() for item in items]
     subscription_ids = list({item.subscription_id for item in items})
     matches, stored = _lookup(run, sql, subscription_ids, keys)
@@ -266,10 +262,10 @@ def _ingest(
             outcomes.append(
                 Outcome.STORED if state is ItemState.PENDING else Outcome.IGNORED
             )
-    # DO NOTHING covers a copy stored by another process since the lookup.
-    for some_rows in _chunks(rows, ROWS_PER_INSERT):
-        flat = tuple(value for row in some_rows for value in row)
-        run(sql.insert(len(some_rows)), flat)
+    if rows:
+        # DO NOTHING covers a copy stored by another process since the lookup.
+        flat = tuple(value for row in rows for value in row)
+        run(sql.insert(len(rows)), flat)
     return outcomes
 
 
@@ -291,8 +287,8 @@ def ingest_autocommit(
     that commits itself. Two calls into the driver in all (two round trips on
     PostgreSQL), where a transaction around them would take four.
 
-    Items too many for one INSERT get a transaction around their statements: they
-    are stored all together or not at all, with one commit."""
+    Items too many for one INSERT are written in parts, in one transaction: stored
+    all together or not at all, with one commit."""
 
     def run(statement: str, parameters: Sequence[object]) -> list[Any]:
         cursor = dbapi_connection.cursor()
@@ -303,7 +299,7 @@ def ingest_autocommit(
             cursor.close()
 
     sql = _sql(dialect)
-    if len(items) <= ROWS_PER_INSERT:
+    if len(items) <= ITEMS_PER_STATEMENT:
         return _ingest(run, sql, items, now)
     run(sql.begin, ())
     try:
