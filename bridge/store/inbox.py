@@ -1,8 +1,9 @@
 """The inbox: every notification item the bridge has accepted, and what became of it.
 
 `ingest` is the write side of `POST /graph/notifications`: it decides each item's fate
-against the stored connections and inserts the keepers in one statement (the group
-commit in `writer.py` batches many requests into one, with `ingest_autocommit`).
+against the stored connections and inserts the keepers, one statement for up to 64 items
+(the group commit in `writer.py` batches many requests into one, with
+`ingest_autocommit`).
 """
 
 from __future__ import annotations
