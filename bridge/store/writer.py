@@ -4,7 +4,8 @@ The ingest process (web/ingest.py) gathers the requests that arrive while a batc
 being written and hands the next batch to a `BatchWriter`: one fsync per batch instead
 of per request, and each request still answered only once the batch that holds its
 items is committed. The writer keeps a driver connection of its own in autocommit
-mode and writes a batch in two calls into the driver (`ingest_autocommit`).
+mode and writes a batch of up to 64 items in two calls into the driver
+(`ingest_autocommit`).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ _StoredWire = tuple[list[Outcome], list[Kind], list[tuple[int, Summary]]]
 _Answer = Rejected | _Failed | _StoredWire
 
 
-def is_known(kind: Kind, change_type: str | None, event: str | None) -> bool:
+def _is_known(kind: Kind, change_type: str | None, event: str | None) -> bool:
     """Of a type the bridge acts on (others are stored, and logged)."""
     if kind == "lifecycle":
         return event in LIFECYCLE_EVENTS
@@ -122,7 +122,7 @@ def _stored(items: list[Incoming], outcomes: list[Outcome]) -> _StoredWire:
         )
         for n, (i, outcome) in enumerate(zip(items, outcomes, strict=True))
         if outcome is not Outcome.STORED
-        or not is_known(i.kind, i.change_type, i.lifecycle_event)
+        or not _is_known(i.kind, i.change_type, i.lifecycle_event)
     ]
     return outcomes, [i.kind for i in items], notable
 
